@@ -1,0 +1,30 @@
+//! `vllm-autoscaler`: the reference binary of vllm-scaling.
+//!
+//! Each subcommand lives in its own module under `cmd/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Autoscaling for vLLM inference servers.
+#[derive(Parser, Debug)]
+#[command(name = "vllm-autoscaler", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate vLLMScalingPolicy files (YAML or JSON).
+    Validate(cmd::validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+    }
+}

@@ -1,0 +1,752 @@
+//! The per-target engine: HPA-exact rule proposals, max-of-proposals, stabilization,
+//! rate policies and bounds.
+//!
+//! Each step cites the Kubernetes behaviour it reproduces (`pkg/controller/podautoscaler`:
+//! `horizontal.go`, `replica_calculator.go`, `metrics/utilization.go`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};
+use crate::metric::TargetType;
+use crate::observation::{CurrentScale, PodMetrics, PodPhase, ScalingMetrics};
+use crate::policy::{
+    DEFAULT_DOWNSCALE_STABILIZATION, Mode, PolicyType, ResolvedDirection, ResolvedPolicy, ResolvedRule, SelectPolicy,
+    to_milli,
+};
+use crate::time::Timestamp;
+
+/// Controller-wide settings (the kube-controller-manager flags of the HPA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How often a target is evaluated (`--horizontal-pod-autoscaler-sync-period`, 15 s).
+    pub sync_period: Duration,
+    /// The scale-down stabilization of policies without `behavior`, and the default for
+    /// an unset `behavior.scaleDown.stabilizationWindowSeconds`
+    /// (`--horizontal-pod-autoscaler-downscale-stabilization`, 300 s).
+    pub downscale_stabilization: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { sync_period: Duration::from_secs(15), downscale_stabilization: DEFAULT_DOWNSCALE_STABILIZATION }
+    }
+}
+
+impl EngineConfig {
+    /// Sets the sync period (builder style).
+    #[must_use]
+    pub const fn with_sync_period(mut self, sync_period: Duration) -> Self {
+        self.sync_period = sync_period;
+        self
+    }
+
+    /// Sets the legacy downscale stabilization (builder style).
+    #[must_use]
+    pub const fn with_downscale_stabilization(mut self, window: Duration) -> Self {
+        self.downscale_stabilization = window;
+        self
+    }
+}
+
+/// A past recommendation (the raw, pre-normalization desired replicas).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    /// When it was made.
+    pub at: Timestamp,
+    /// The replicas recommended.
+    pub replicas: i32,
+}
+
+/// A past rescale, for the rate policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleEvent {
+    /// When the target was rescaled.
+    pub at: Timestamp,
+    /// How many replicas were added (on the up list) or removed (on the down list).
+    pub change: i32,
+    /// Older than the direction's longest policy period when last looked at: its slot may
+    /// be reused.
+    #[serde(default)]
+    pub outdated: bool,
+}
+
+/// The engine's memory: what makes stabilization and rate limits work across
+/// evaluations. It serializes so a controller can keep it in the policy's status and a
+/// restarted process does not forget its windows (the Kubernetes HPA does forget).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineState {
+    /// Recent recommendations.
+    #[serde(default)]
+    pub recommendations: Vec<Recommendation>,
+    /// Recent scale-ups.
+    #[serde(default)]
+    pub scale_up_events: Vec<ScaleEvent>,
+    /// Recent scale-downs.
+    #[serde(default)]
+    pub scale_down_events: Vec<ScaleEvent>,
+}
+
+/// The policy engine for one target.
+///
+/// Feed it the target's scale and metrics with [`Engine::evaluate`], apply the returned
+/// [`Decision`], and tell it when a rescale was written with [`Engine::record_scale`].
+///
+/// ```
+/// use vllm_scaling_core::{parse_policy, CurrentScale, Engine, PodMetrics, ScalingMetrics, Timestamp};
+///
+/// let (_, policy) = parse_policy("maxReplicas: 10\nscalingRules: [{metric: queue_length, threshold: 10}]").unwrap();
+/// let mut engine = Engine::new(policy);
+/// let metrics = ScalingMetrics {
+///     pods: (0..3).map(|i| PodMetrics::running(format!("p{i}")).with("queue_length", 20.0)).collect(),
+///     ..Default::default()
+/// };
+/// let decision = engine.evaluate(Timestamp::from_secs(0), CurrentScale::new(3), &metrics);
+/// assert_eq!(decision.desired_replicas, 6); // 20 waiting per pod vs 10: twice the pods
+/// ```
+#[derive(Clone, Debug)]
+pub struct Engine {
+    policy: ResolvedPolicy,
+    config: EngineConfig,
+    state: EngineState,
+}
+
+impl Engine {
+    /// An engine with the HPA's default controller settings and no history.
+    #[must_use]
+    pub fn new(policy: ResolvedPolicy) -> Self {
+        Self::with_config(policy, EngineConfig::default())
+    }
+
+    /// An engine with explicit controller settings.
+    #[must_use]
+    pub fn with_config(policy: ResolvedPolicy, config: EngineConfig) -> Self {
+        Self { policy, config, state: EngineState::default() }
+    }
+
+    /// The policy in force.
+    #[must_use]
+    pub fn policy(&self) -> &ResolvedPolicy {
+        &self.policy
+    }
+
+    /// The controller settings.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Replaces the policy, keeping the history (an edited policy keeps its windows).
+    pub fn set_policy(&mut self, policy: ResolvedPolicy) {
+        self.policy = policy;
+    }
+
+    /// The history, for persisting.
+    #[must_use]
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    /// Restores history saved from [`Engine::state`].
+    pub fn restore_state(&mut self, state: EngineState) {
+        self.state = state;
+    }
+
+    /// Evaluates the policy at `now` for a target at `scale` with `metrics`.
+    ///
+    /// Follows the HPA's reconcile order: seed the history on a fresh start; hands off at
+    /// 0 replicas; jump into `[min, max]` when outside it; otherwise compute each rule's
+    /// proposal, take the maximum (holding replicas when rules fail and the rest would
+    /// scale down), stabilize, apply the rate policies and the bounds.
+    pub fn evaluate(&mut self, now: Timestamp, scale: CurrentScale, metrics: &ScalingMetrics) -> Decision {
+        let current = scale.replicas;
+        // horizontal.go: a fresh HPA seeds its recommendations with the current replicas,
+        // so the first evaluations cannot scale down past what is running.
+        if self.state.recommendations.is_empty() {
+            self.state.recommendations.push(Recommendation { at: now, replicas: current });
+        }
+        let p = &self.policy;
+        let computed: Vec<Computed> = p.rules.iter().map(|r| compute_rule(r, p, scale, metrics)).collect();
+
+        let mut proposed_replicas = None;
+        let mut winning_rule = None;
+        let (desired, limited_by, note) = if current == 0 && p.min_replicas != 0 {
+            (0, LimitedBy::ScalingDisabled, "the target runs 0 replicas and scale-to-zero is not configured: hands off".to_owned())
+        } else if current > p.max_replicas {
+            (p.max_replicas, LimitedBy::MaxReplicas, format!("{current} replicas is above maxReplicas {}", p.max_replicas))
+        } else if current < p.min_replicas {
+            (p.min_replicas, LimitedBy::MinReplicas, format!("{current} replicas is below minReplicas {}", p.min_replicas))
+        } else {
+            match combine(&computed, current) {
+                Combined::Hold(why) => (current, LimitedBy::MetricsUnavailable, why),
+                Combined::Proposal { replicas, winner } => {
+                    proposed_replicas = Some(replicas);
+                    winning_rule = Some(computed[winner].outcome.name.clone());
+                    let (desired, limited) = self.normalize(now, current, replicas);
+                    let limited = if limited == LimitedBy::None
+                        && desired == current
+                        && computed.iter().all(|c| c.outcome.status != RuleStatus::Ok || c.within_tolerance)
+                    {
+                        LimitedBy::Tolerance
+                    } else {
+                        limited
+                    };
+                    let note = match limited {
+                        LimitedBy::None => format!("largest proposal {replicas} from {}", computed[winner].outcome.name),
+                        LimitedBy::Tolerance => "every rule is within tolerance".to_owned(),
+                        other => format!(
+                            "largest proposal {replicas} from {}, limited by {}",
+                            computed[winner].outcome.name,
+                            describe_limit(other)
+                        ),
+                    };
+                    (desired, limited, note)
+                }
+            }
+        };
+
+        let rules: Vec<RuleOutcome> = computed.into_iter().map(|c| c.outcome).collect();
+        let mut explanation = String::new();
+        let verb = match desired.cmp(&current) {
+            std::cmp::Ordering::Greater => "scale up",
+            std::cmp::Ordering::Less => "scale down",
+            std::cmp::Ordering::Equal => "hold",
+        };
+        let _ = write!(explanation, "{verb} {current} -> {desired}: {note}");
+        for r in &rules {
+            let _ = write!(explanation, "; {}", summarize_rule(r));
+        }
+        if self.policy.mode == Mode::Observe && desired != current {
+            explanation.push_str(" (observe mode: not applied)");
+        }
+        Decision {
+            at: now,
+            current_replicas: current,
+            desired_replicas: desired,
+            proposed_replicas,
+            rules,
+            winning_rule,
+            limited_by,
+            explanation,
+            actuate: desired != current && self.policy.mode == Mode::Active,
+            next_evaluation: now.saturating_add(self.config.sync_period),
+        }
+    }
+
+    /// Records that the target was rescaled from `from` to `to` at `now`, for the rate
+    /// policies. Call it after the write succeeded. Like the HPA, events are kept only for
+    /// policies with `behavior` (the legacy path has no rate history).
+    pub fn record_scale(&mut self, now: Timestamp, from: i32, to: i32) {
+        let Some(behavior) = &self.policy.behavior else { return };
+        if to == from {
+            return;
+        }
+        // horizontal.go storeScaleEvent: mark events older than the direction's longest
+        // period as outdated, and reuse the last outdated slot for the new event.
+        let (events, longest) = if to > from {
+            (&mut self.state.scale_up_events, behavior.scale_up.longest_period())
+        } else {
+            (&mut self.state.scale_down_events, behavior.scale_down.longest_period())
+        };
+        let cutoff = now.saturating_sub(longest);
+        let mut reuse = None;
+        for (i, e) in events.iter_mut().enumerate() {
+            if e.at < cutoff {
+                e.outdated = true;
+            }
+            if e.outdated {
+                reuse = Some(i);
+            }
+        }
+        let event = ScaleEvent { at: now, change: (to - from).saturating_abs(), outdated: false };
+        match reuse {
+            Some(i) => events[i] = event,
+            None => events.push(event),
+        }
+    }
+
+    fn normalize(&mut self, now: Timestamp, current: i32, desired: i32) -> (i32, LimitedBy) {
+        let (min, max) = (self.policy.min_replicas, self.policy.max_replicas);
+        match self.policy.behavior.clone() {
+            None => {
+                // horizontal.go normalizeDesiredReplicas + convertDesiredReplicasWithRules.
+                let stabilized = self.stabilize_legacy(now, desired);
+                let limited =
+                    if stabilized != desired { LimitedBy::ScaleDownStabilization } else { LimitedBy::None };
+                let scale_up_limit = sat_i32((2.0 * f64::from(current)).max(4.0));
+                let (max_allowed, max_reason) = if max > scale_up_limit {
+                    (scale_up_limit, LimitedBy::ScaleUpPolicy)
+                } else {
+                    (max, LimitedBy::MaxReplicas)
+                };
+                if stabilized < min {
+                    (min, LimitedBy::MinReplicas)
+                } else if stabilized > max_allowed {
+                    (max_allowed, max_reason)
+                } else {
+                    (stabilized, limited)
+                }
+            }
+            Some(behavior) => {
+                // horizontal.go normalizeDesiredReplicasWithBehaviors.
+                let stabilized = self.stabilize_with_behavior(now, current, desired, &behavior.scale_up, &behavior.scale_down);
+                let limited = match (stabilized == desired, desired >= current) {
+                    (true, _) => LimitedBy::None,
+                    (false, true) => LimitedBy::ScaleUpStabilization,
+                    (false, false) => LimitedBy::ScaleDownStabilization,
+                };
+                // convertDesiredReplicasWithBehaviorRate.
+                if stabilized > current {
+                    let limit = scale_limit(now, current, &self.state, &behavior.scale_up, true).max(current);
+                    let (max_allowed, reason) =
+                        if max > limit { (limit, LimitedBy::ScaleUpPolicy) } else { (max, LimitedBy::MaxReplicas) };
+                    if stabilized > max_allowed {
+                        return (max_allowed, reason);
+                    }
+                } else if stabilized < current {
+                    let limit = scale_limit(now, current, &self.state, &behavior.scale_down, false).min(current);
+                    let (min_allowed, reason) =
+                        if min < limit { (limit, LimitedBy::ScaleDownPolicy) } else { (min, LimitedBy::MinReplicas) };
+                    if stabilized < min_allowed {
+                        return (min_allowed, reason);
+                    }
+                }
+                (stabilized, limited)
+            }
+        }
+    }
+
+    /// horizontal.go stabilizeRecommendation: the max over recommendations not older than
+    /// the window (`ts >= now - window`), recording the raw recommendation.
+    fn stabilize_legacy(&mut self, now: Timestamp, desired: i32) -> i32 {
+        let cutoff = now.saturating_sub(self.config.downscale_stabilization);
+        let mut max_rec = desired;
+        let mut old = None;
+        for (i, rec) in self.state.recommendations.iter().enumerate() {
+            if rec.at < cutoff {
+                old = Some(i);
+            } else if rec.replicas > max_rec {
+                max_rec = rec.replicas;
+            }
+        }
+        self.store_recommendation(old, now, desired);
+        max_rec
+    }
+
+    /// horizontal.go stabilizeRecommendationWithBehaviors: clamp `current` into
+    /// `[min of the up window, max of the down window]` (both windows strictly newer than
+    /// their cutoff), recording the raw recommendation.
+    fn stabilize_with_behavior(
+        &mut self,
+        now: Timestamp,
+        current: i32,
+        desired: i32,
+        up: &ResolvedDirection,
+        down: &ResolvedDirection,
+    ) -> i32 {
+        let up_cutoff = now.saturating_sub(up.stabilization_window);
+        let down_cutoff = now.saturating_sub(self.down_window(down));
+        let (mut up_rec, mut down_rec) = (desired, desired);
+        let mut old = None;
+        for (i, rec) in self.state.recommendations.iter().enumerate() {
+            if rec.at > up_cutoff {
+                up_rec = up_rec.min(rec.replicas);
+            }
+            if rec.at > down_cutoff {
+                down_rec = down_rec.max(rec.replicas);
+            }
+            if rec.at < up_cutoff && rec.at < down_cutoff {
+                old = Some(i);
+            }
+        }
+        self.store_recommendation(old, now, desired);
+        current.max(up_rec).min(down_rec)
+    }
+
+    fn down_window(&self, down: &ResolvedDirection) -> Duration {
+        down.stabilization_window
+    }
+
+    fn store_recommendation(&mut self, reuse: Option<usize>, now: Timestamp, replicas: i32) {
+        let rec = Recommendation { at: now, replicas };
+        match reuse {
+            Some(i) => self.state.recommendations[i] = rec,
+            None => self.state.recommendations.push(rec),
+        }
+    }
+}
+
+/// horizontal.go calculateScaleUpLimitWithScalingRules / calculateScaleDownLimitWithBehaviors.
+fn scale_limit(now: Timestamp, current: i32, state: &EngineState, rules: &ResolvedDirection, up: bool) -> i32 {
+    let pick_largest_change = match rules.select_policy {
+        SelectPolicy::Disabled => return current,
+        SelectPolicy::Max => true,
+        SelectPolicy::Min => false,
+    };
+    // Scale-up picks the largest limit for Max; scale-down picks the smallest for Max.
+    let take_max = pick_largest_change == up;
+    let mut result = if take_max { i32::MIN } else { i32::MAX };
+    for policy in &rules.policies {
+        let period = Duration::from_secs(u64::try_from(policy.period_seconds).unwrap_or(0));
+        let added = change_in_period(now, period, &state.scale_up_events);
+        let removed = change_in_period(now, period, &state.scale_down_events);
+        let period_start = current.saturating_sub(added).saturating_add(removed);
+        // The f64 operations run in the same order as Go's, so the rounding matches
+        // (periodStart 25 at +12 % gives 29, not 28).
+        let proposed = match (policy.policy_type, up) {
+            (PolicyType::Pods, true) => period_start.saturating_add(policy.value),
+            (PolicyType::Pods, false) => period_start.saturating_sub(policy.value),
+            (PolicyType::Percent, true) => sat_i32((f64::from(period_start) * (1.0 + f64::from(policy.value) / 100.0)).ceil()),
+            (PolicyType::Percent, false) => sat_i32((f64::from(period_start) * (1.0 - f64::from(policy.value) / 100.0)).trunc()),
+        };
+        result = if take_max { result.max(proposed) } else { result.min(proposed) };
+    }
+    result
+}
+
+/// horizontal.go getReplicasChangePerPeriod: events strictly newer than `now - period`.
+fn change_in_period(now: Timestamp, period: Duration, events: &[ScaleEvent]) -> i32 {
+    let cutoff = now.saturating_sub(period);
+    events.iter().filter(|e| e.at > cutoff).fold(0i32, |acc, e| acc.saturating_add(e.change))
+}
+
+fn describe_limit(l: LimitedBy) -> &'static str {
+    match l {
+        LimitedBy::ScaleUpStabilization => "the scale-up stabilization window",
+        LimitedBy::ScaleDownStabilization => "the scale-down stabilization window",
+        LimitedBy::ScaleUpPolicy => "the scale-up rate limit",
+        LimitedBy::ScaleDownPolicy => "the scale-down rate limit",
+        LimitedBy::MinReplicas => "minReplicas",
+        LimitedBy::MaxReplicas => "maxReplicas",
+        _ => "policy",
+    }
+}
+
+fn summarize_rule(r: &RuleOutcome) -> String {
+    let mut s = format!("{}", r.name);
+    match r.status {
+        RuleStatus::Ok => {
+            let per = if r.target_type == TargetType::AverageValue { " per replica" } else { "" };
+            let _ = write!(
+                s,
+                " {}{per} vs {} (ratio {}) proposes {}",
+                fmt_num(r.observed),
+                fmt_num(Some(r.threshold)),
+                r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.3}")),
+                r.proposal.map_or_else(|| "-".to_owned(), |p| p.to_string())
+            );
+        }
+        RuleStatus::Missing => s.push_str(" missing"),
+        RuleStatus::Invalid => s.push_str(" invalid"),
+    }
+    if let (Some(reason), false) = (&r.reason, r.status == RuleStatus::Ok) {
+        let _ = write!(s, " ({reason})");
+    }
+    s
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+/// Go's `int32(x)` after `math.Ceil`, saturating as the newer HPA code caps products.
+fn sat_i32(x: f64) -> i32 {
+    if x.is_nan() {
+        0
+    } else if x >= f64::from(i32::MAX) {
+        i32::MAX
+    } else if x <= f64::from(i32::MIN) {
+        i32::MIN
+    } else {
+        x as i32
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-rule proposals (replica_calculator.go)
+
+struct Computed {
+    outcome: RuleOutcome,
+    within_tolerance: bool,
+}
+
+enum Combined {
+    Proposal { replicas: i32, winner: usize },
+    Hold(String),
+}
+
+/// horizontal.go computeReplicasForMetrics: the max over valid proposals (the first valid
+/// one even if 0); all invalid, or some invalid while the rest would scale down, holds.
+fn combine(computed: &[Computed], current: i32) -> Combined {
+    let mut best: Option<(i32, usize)> = None;
+    let mut invalid = 0usize;
+    let mut first_failure = None;
+    for (i, c) in computed.iter().enumerate() {
+        match (c.outcome.status, c.outcome.proposal) {
+            (RuleStatus::Ok, Some(p)) => {
+                if best.is_none_or(|(b, _)| b == 0 || p > b) {
+                    best = Some((p, i));
+                }
+            }
+            _ => {
+                invalid += 1;
+                if first_failure.is_none() {
+                    first_failure = Some(i);
+                }
+            }
+        }
+    }
+    let failure_note = |i: usize| {
+        let o = &computed[i].outcome;
+        format!("{} is {}{}", o.name, if o.status == RuleStatus::Invalid { "invalid" } else { "missing" }, o
+            .reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default())
+    };
+    match best {
+        None => Combined::Hold(format!(
+            "no rule has usable data, replicas held ({})",
+            first_failure.map(failure_note).unwrap_or_else(|| "no rules".to_owned())
+        )),
+        Some((replicas, _)) if invalid > 0 && replicas < current => Combined::Hold(format!(
+            "{invalid} of {} rules failed and the rest would scale down to {replicas}: replicas held ({})",
+            computed.len(),
+            first_failure.map(failure_note).unwrap_or_default()
+        )),
+        Some((replicas, winner)) => Combined::Proposal { replicas, winner },
+    }
+}
+
+fn within(policy: &ResolvedPolicy, ratio: f64) -> bool {
+    // The 1.33+ per-direction form: 1 - down <= ratio <= 1 + up (KEP-4951).
+    1.0 - policy.tolerance_down <= ratio && ratio <= 1.0 + policy.tolerance_up
+}
+
+fn compute_rule(rule: &ResolvedRule, policy: &ResolvedPolicy, scale: CurrentScale, m: &ScalingMetrics) -> Computed {
+    let mut outcome = RuleOutcome {
+        name: rule.key.clone(),
+        metric: rule.metric,
+        observed: None,
+        threshold: rule.threshold,
+        target_type: rule.target_type,
+        ratio: None,
+        proposal: None,
+        status: RuleStatus::Ok,
+        reason: None,
+    };
+    let result = proposal_for(rule, policy, scale, m);
+    let mut within_tolerance = false;
+    match result {
+        Ok(p) => {
+            outcome.observed = Some(p.observed_milli as f64 / 1000.0);
+            outcome.ratio = Some(p.ratio);
+            outcome.proposal = Some(p.replicas);
+            outcome.reason = p.note;
+            within_tolerance = p.within;
+        }
+        Err(RuleError { status, reason, observed_milli }) => {
+            outcome.status = status;
+            outcome.reason = Some(reason);
+            outcome.observed = observed_milli.map(|v| v as f64 / 1000.0);
+        }
+    }
+    Computed { outcome, within_tolerance }
+}
+
+struct Proposal {
+    replicas: i32,
+    observed_milli: i64,
+    ratio: f64,
+    within: bool,
+    note: Option<String>,
+}
+
+struct RuleError {
+    status: RuleStatus,
+    reason: String,
+    observed_milli: Option<i64>,
+}
+
+impl RuleError {
+    fn missing(reason: impl Into<String>) -> Self {
+        Self { status: RuleStatus::Missing, reason: reason.into(), observed_milli: None }
+    }
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self { status: RuleStatus::Invalid, reason: reason.into(), observed_milli: None }
+    }
+}
+
+fn checked_milli(value: f64, what: &dyn Fn() -> String) -> Result<i64, RuleError> {
+    if value.is_nan() {
+        return Err(RuleError::invalid(format!("{} is NaN", what())));
+    }
+    if value.is_infinite() {
+        return Err(RuleError::invalid(format!("{} is infinite", what())));
+    }
+    if value < 0.0 {
+        return Err(RuleError::invalid(format!("{} is negative ({value})", what())));
+    }
+    to_milli(value).ok_or_else(|| RuleError::invalid(format!("{} is too large ({value})", what())))
+}
+
+fn is_ignored(pod: &PodMetrics) -> bool {
+    pod.deleting || pod.phase == PodPhase::Failed
+}
+
+fn proposal_for(
+    rule: &ResolvedRule,
+    policy: &ResolvedPolicy,
+    scale: CurrentScale,
+    m: &ScalingMetrics,
+) -> Result<Proposal, RuleError> {
+    if let Some(reason) = m.failures.get(&rule.key) {
+        return Err(RuleError::missing(reason.clone()));
+    }
+    let key = rule.key.as_str();
+    let pods_have_value = m.pods.iter().any(|p| p.metrics.contains_key(key));
+    let fleet = m.fleet.get(key).copied();
+    let per_pod = rule.metric.info().per_pod;
+    match fleet {
+        Some(v) if !pods_have_value => {
+            let total = checked_milli(v, &|| format!("the fleet value of `{key}`"))?;
+            match rule.target_type {
+                TargetType::Value => external_value(rule, policy, scale.replicas, total, &m.pods),
+                TargetType::AverageValue => external_average(rule, policy, scale.status_replicas(), total),
+            }
+        }
+        _ if pods_have_value || per_pod => match rule.target_type {
+            TargetType::AverageValue => pods_metric(rule, policy, scale.replicas, &m.pods),
+            TargetType::Value => {
+                // A per-pod metric against a fleet target: the fleet total, like an HPA
+                // External metric summing its series (ignored pods left out).
+                let mut total: i64 = 0;
+                let mut any = false;
+                for pod in m.pods.iter().filter(|p| !is_ignored(p)) {
+                    if let Some(&v) = pod.metrics.get(key) {
+                        total = total.saturating_add(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
+                        any = true;
+                    }
+                }
+                if !any {
+                    return Err(RuleError::missing(format!("no pod reported `{key}`")));
+                }
+                external_value(rule, policy, scale.replicas, total, &m.pods)
+            }
+        },
+        _ => Err(RuleError::missing(format!("no value for `{key}`"))),
+    }
+}
+
+/// replica_calculator.go calcPlainMetricReplicas: a Pods metric with an AverageValue
+/// target, with the grouping of groupPods for non-CPU metrics and the two-pass rule.
+fn pods_metric(rule: &ResolvedRule, policy: &ResolvedPolicy, current: i32, pods: &[PodMetrics]) -> Result<Proposal, RuleError> {
+    let key = rule.key.as_str();
+    let target = rule.threshold_milli;
+    if pods.is_empty() {
+        return Err(RuleError::missing("the target has no pods"));
+    }
+    let mut samples: Vec<i64> = Vec::with_capacity(pods.len());
+    let (mut ready, mut unready, mut missing) = (0usize, 0usize, 0usize);
+    for pod in pods {
+        if is_ignored(pod) {
+            continue;
+        }
+        // Pending pods are "unready" and their samples are dropped, whatever they report.
+        if pod.phase == PodPhase::Pending {
+            unready += 1;
+            continue;
+        }
+        match pod.metrics.get(key) {
+            None => missing += 1,
+            Some(&v) => {
+                samples.push(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
+                ready += 1;
+            }
+        }
+    }
+    if samples.is_empty() {
+        return Err(RuleError::missing(format!("no ready pod reported `{key}` ({missing} missing, {unready} not ready)")));
+    }
+    let (ratio, usage) = usage_ratio(&samples, target);
+    let counts = format!("{ready} reporting, {missing} missing, {unready} not ready");
+    let scale_up_with_unready = unready > 0 && ratio > 1.0;
+    if !scale_up_with_unready && missing == 0 {
+        let within_band = within(policy, ratio);
+        let replicas = if within_band { current } else { sat_i32((ratio * ready as f64).ceil()) };
+        return Ok(Proposal { replicas, observed_milli: usage, ratio, within: within_band, note: None });
+    }
+    // The slow path: missing pods count as at the target on a scale-down and as 0 on a
+    // scale-up (nothing at exactly 1.0); unready pods count as 0 on a scale-up.
+    let fill = if ratio < 1.0 { Some(target) } else if ratio > 1.0 { Some(0) } else { None };
+    if let Some(fill) = fill {
+        samples.extend(std::iter::repeat_n(fill, missing));
+    }
+    if scale_up_with_unready {
+        samples.extend(std::iter::repeat_n(0, unready));
+    }
+    let (new_ratio, _) = usage_ratio(&samples, target);
+    let note = Some(format!("{counts}; recomputed ratio {new_ratio:.3}"));
+    let flipped = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
+    if within(policy, new_ratio) || flipped {
+        return Ok(Proposal { replicas: current, observed_milli: usage, ratio, within: !flipped, note });
+    }
+    let n = sat_i32((new_ratio * samples.len() as f64).ceil());
+    let replicas = if (new_ratio < 1.0 && n > current) || (new_ratio > 1.0 && n < current) { current } else { n };
+    Ok(Proposal { replicas, observed_milli: usage, ratio, within: false, note })
+}
+
+/// metrics/utilization.go GetMetricUsageRatio: the integer milli-average over samples,
+/// then its ratio to the target.
+fn usage_ratio(samples: &[i64], target: i64) -> (f64, i64) {
+    let total = samples.iter().fold(0i64, |a, &v| a.saturating_add(v));
+    let average = total / samples.len() as i64;
+    (average as f64 / target as f64, average)
+}
+
+/// replica_calculator.go GetExternalMetricReplicas / getUsageRatioReplicaCount: a
+/// fleet value against a fleet target, scaled by the Running-and-Ready pod count.
+fn external_value(
+    rule: &ResolvedRule,
+    policy: &ResolvedPolicy,
+    current: i32,
+    total: i64,
+    pods: &[PodMetrics],
+) -> Result<Proposal, RuleError> {
+    let ratio = total as f64 / rule.threshold_milli as f64;
+    if current == 0 {
+        // Only reachable with scale-to-zero: tolerance is ignored.
+        return Ok(Proposal { replicas: sat_i32(ratio.ceil()), observed_milli: total, ratio, within: false, note: None });
+    }
+    if within(policy, ratio) {
+        return Ok(Proposal { replicas: current, observed_milli: total, ratio, within: true, note: None });
+    }
+    if pods.is_empty() {
+        return Err(RuleError { observed_milli: Some(total), ..RuleError::missing("the target has no pods to count as ready") });
+    }
+    let ready = pods.iter().filter(|p| p.phase == PodPhase::Running && p.ready).count();
+    let replicas = sat_i32((ratio * ready as f64).ceil());
+    Ok(Proposal { replicas, observed_milli: total, ratio, within: false, note: Some(format!("{ready} ready pods")) })
+}
+
+/// replica_calculator.go GetExternalPerPodMetricReplicas: a fleet total against a
+/// per-replica target, divided by `scale.status.replicas`.
+fn external_average(rule: &ResolvedRule, policy: &ResolvedPolicy, status_replicas: i32, total: i64) -> Result<Proposal, RuleError> {
+    let target = rule.threshold_milli as f64;
+    let ratio = total as f64 / (target * f64::from(status_replicas));
+    let within_band = within(policy, ratio);
+    let replicas = if within_band { status_replicas } else { sat_i32((total as f64 / target).ceil()) };
+    let per_replica = (total as f64 / f64::from(status_replicas)).ceil();
+    let observed_milli = if per_replica.is_finite() { per_replica as i64 } else { total };
+    Ok(Proposal { replicas, observed_milli, ratio, within: within_band, note: None })
+}

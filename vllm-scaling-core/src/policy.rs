@@ -1,0 +1,920 @@
+//! The `vLLMScalingPolicy` resource: its serde model, parsing and validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metric::{Metric, TargetType};
+
+/// The `apiVersion` of a `vLLMScalingPolicy`.
+pub const API_VERSION: &str = "autoscaler.production-stack/v1alpha1";
+/// The `kind` of a `vLLMScalingPolicy`.
+pub const KIND: &str = "vLLMScalingPolicy";
+
+/// A whole `vLLMScalingPolicy` object, as written in YAML or stored by the API server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VllmScalingPolicy {
+    /// Must be [`API_VERSION`].
+    pub api_version: String,
+    /// Must be [`KIND`].
+    pub kind: String,
+    /// Name, namespace, labels and annotations.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What to scale and how.
+    pub spec: PolicySpec,
+    /// The status the controller writes; ignored when a policy is read from a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// The part of Kubernetes object metadata that policies use. Other metadata fields the API
+/// server adds (uid, resourceVersion, managedFields...) are accepted and ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// The object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The object's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The spec of a `vLLMScalingPolicy`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    /// The object to scale: anything with a `/scale` subresource. Its `name` may also be a
+    /// served model id (`meta-llama/Llama-2-70b-hf`), resolved by the controller. May be
+    /// omitted when workloads bind themselves with the `autoscaler.production-stack/policy`
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<ScaleTargetRef>,
+    /// The fewest replicas to run (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i32>,
+    /// The most replicas to run.
+    pub max_replicas: i32,
+    /// The rules; the policy proposes the largest of their proposals.
+    pub scaling_rules: Vec<ScalingRule>,
+    /// The dead band around each rule's threshold inside which it proposes no change
+    /// (default 0.1, i.e. ±10 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<ToleranceSpec>,
+    /// Stabilization windows and rate policies, with the shape and defaults of Kubernetes
+    /// autoscaling/v2 `behavior`. Omitted: the HPA's legacy path (scale-up at most ×2 or
+    /// to 4 per evaluation, 300 s scale-down stabilization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<Behavior>,
+    /// `active` (default) scales the target; `observe` decides and reports but never scales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// Names the object to scale.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScaleTargetRef {
+    /// API version of the target, such as `apps/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Kind of the target, such as `Deployment`.
+    pub kind: String,
+    /// Name of the target, or a served model id.
+    pub name: String,
+}
+
+/// One scaling rule: a metric and the threshold it is held to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScalingRule {
+    /// The catalog metric.
+    pub metric: Metric,
+    /// The target value, in the metric's unit: per replica for `AverageValue`, for the
+    /// fleet for `Value`.
+    pub threshold: f64,
+    /// A name for the rule, unique within the policy (default: the metric's name). Needed
+    /// to tell several `custom` rules apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `AverageValue` or `Value`; default from the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<TargetType>,
+    /// Where the metric is read from (default `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<MetricSource>,
+    /// The PromQL query of a `custom` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The quantile of a latency rule, in (0, 1) (default 0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    /// The window that rates and quantiles are computed over, as a Prometheus duration
+    /// (`30s`, `1m`, `5m`; default `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+/// Where a rule's metric is read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum MetricSource {
+    /// Pods' `/metrics` when pod endpoints are known, else Prometheus.
+    #[default]
+    Auto,
+    /// Scrape each pod's `/metrics` directly.
+    Pods,
+    /// Query Prometheus.
+    Prometheus,
+    /// Read the GPU through NVML (GPU metrics only).
+    Nvml,
+}
+
+/// The tolerance: one number for both directions, or one per direction.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum ToleranceSpec {
+    /// The same dead band both ways.
+    Both(f64),
+    /// A dead band per direction.
+    PerDirection(DirectionalTolerance),
+}
+
+/// Per-direction tolerance.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectionalTolerance {
+    /// Ratio above 1 that still counts as "at target" (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<f64>,
+    /// Ratio below 1 that still counts as "at target" (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<f64>,
+}
+
+/// Whether the policy acts on its target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Mode {
+    /// Scale the target.
+    #[default]
+    Active,
+    /// Decide and report, never scale.
+    Observe,
+}
+
+/// Kubernetes autoscaling/v2 `HorizontalPodAutoscalerBehavior`, same shape and defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Behavior {
+    /// Scale-up rules; default: no stabilization, at most +4 pods or +100 % per 15 s (the larger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<HpaScalingRules>,
+    /// Scale-down rules; default: 300 s stabilization, at most −100 % per 15 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<HpaScalingRules>,
+}
+
+/// Kubernetes `HPAScalingRules`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HpaScalingRules {
+    /// Seconds of past recommendations considered (0..=3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window_seconds: Option<i32>,
+    /// How to pick among the policies (default `Max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_policy: Option<SelectPolicy>,
+    /// Rate limits; a given list replaces the default list whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<HpaScalingPolicy>>,
+    /// Tolerance for this direction (KEP-4951); overrides `spec.tolerance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+}
+
+/// Kubernetes `ScalingPolicySelect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[non_exhaustive]
+pub enum SelectPolicy {
+    /// The policy allowing the largest change.
+    Max,
+    /// The policy allowing the smallest change.
+    Min,
+    /// No scaling in this direction.
+    Disabled,
+}
+
+/// Kubernetes `HPAScalingPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HpaScalingPolicy {
+    /// `Pods` or `Percent`.
+    #[serde(rename = "type")]
+    pub policy_type: PolicyType,
+    /// Pods, or percent of the replicas at the start of the period (> 0).
+    pub value: i32,
+    /// The period the change is counted over (1..=1800).
+    pub period_seconds: i32,
+}
+
+/// Kubernetes `HPAScalingPolicyType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[non_exhaustive]
+pub enum PolicyType {
+    /// An absolute number of pods.
+    Pods,
+    /// A percentage of the replicas at the start of the period.
+    Percent,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// One problem with a policy: where it is and why it is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct PolicyError {
+    /// The field path, such as `spec.scalingRules[1].threshold`.
+    pub path: String,
+    /// Why the value is rejected.
+    pub reason: String,
+}
+
+impl PolicyError {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { path: path.into(), reason: reason.into() }
+    }
+}
+
+/// Every problem found in one policy document (never empty).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<PolicyError> for PolicyErrors {
+    fn from(e: PolicyError) -> Self {
+        Self(vec![e])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing
+
+/// Parses every policy in a YAML or JSON text (YAML may hold several `---` documents).
+///
+/// Each document is parsed and validated on its own; one bad document does not hide the
+/// others. Unknown fields are rejected with their path.
+#[must_use]
+pub fn parse_policies(text: &str) -> Vec<Result<(VllmScalingPolicy, ResolvedPolicy), PolicyErrors>> {
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let value: Result<serde_yaml_ng::Value, _> = serde_path_to_error::deserialize(doc);
+        match value {
+            Ok(serde_yaml_ng::Value::Null) => continue, // an empty document between `---`s
+            Ok(value) => out.push(policy_from_value(value)),
+            Err(e) => {
+                out.push(Err(PolicyError::new(path_or_root(e.path()), e.inner().to_string()).into()));
+                // The YAML stream cannot be resynchronized after a syntax error.
+                break;
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Err(PolicyError::new("(document)", "no policy found: the text is empty").into()));
+    }
+    out
+}
+
+/// Parses and validates one policy from YAML or JSON text.
+///
+/// # Errors
+/// Every problem found, each with its field path.
+pub fn parse_policy(text: &str) -> Result<(VllmScalingPolicy, ResolvedPolicy), PolicyErrors> {
+    let mut all = parse_policies(text);
+    if all.len() > 1 {
+        return Err(PolicyError::new("(document)", format!("expected one policy, found {} documents", all.len())).into());
+    }
+    all.pop().unwrap_or_else(|| Err(PolicyError::new("(document)", "no policy found").into()))
+}
+
+/// Reads a policy from an already-parsed YAML value: a whole object, or only its spec
+/// (recognized by the absence of `apiVersion`, `kind` and `spec`).
+///
+/// # Errors
+/// Every problem found, each with its field path.
+pub fn policy_from_value(value: serde_yaml_ng::Value) -> Result<(VllmScalingPolicy, ResolvedPolicy), PolicyErrors> {
+    let is_object = value.as_mapping().is_some_and(|m| {
+        ["apiVersion", "kind", "spec", "metadata"].iter().any(|k| m.contains_key(serde_yaml_ng::Value::from(*k)))
+    });
+    let policy = if is_object {
+        let policy: VllmScalingPolicy = serde_path_to_error::deserialize(value)
+            .map_err(|e| PolicyError::new(path_or_root(e.path()), e.inner().to_string()))?;
+        policy
+    } else {
+        let spec: PolicySpec = serde_path_to_error::deserialize(value)
+            .map_err(|e| PolicyError::new(prefixed("spec", e.path()), e.inner().to_string()))?;
+        VllmScalingPolicy {
+            api_version: API_VERSION.to_owned(),
+            kind: KIND.to_owned(),
+            metadata: ObjectMeta::default(),
+            spec,
+            status: None,
+        }
+    };
+    let resolved = policy.validate()?;
+    Ok((policy, resolved))
+}
+
+fn path_or_root(path: &serde_path_to_error::Path) -> String {
+    let s = path.to_string();
+    if s == "." { "(document)".to_owned() } else { s }
+}
+
+fn prefixed(prefix: &str, path: &serde_path_to_error::Path) -> String {
+    let s = path.to_string();
+    if s == "." { prefix.to_owned() } else { format!("{prefix}.{s}") }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation and the resolved form the engine runs on
+
+/// Kubernetes' limit on `stabilizationWindowSeconds`.
+pub const MAX_STABILIZATION_WINDOW_SECS: i32 = 3600;
+/// Kubernetes' limit on a rate policy's `periodSeconds`.
+pub const MAX_PERIOD_SECS: i32 = 1800;
+/// The default tolerance (the kube-controller-manager flag's default).
+pub const DEFAULT_TOLERANCE: f64 = 0.1;
+/// The default quantile of latency rules.
+pub const DEFAULT_QUANTILE: f64 = 0.95;
+/// The default rate/quantile window of a rule, in seconds.
+pub const DEFAULT_WINDOW_SECS: u32 = 60;
+
+/// A validated policy with every default filled in: what the engine runs on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ResolvedPolicy {
+    /// The target, if the policy names one.
+    pub scale_target_ref: Option<ScaleTargetRef>,
+    /// The fewest replicas.
+    pub min_replicas: i32,
+    /// The most replicas.
+    pub max_replicas: i32,
+    /// The rules, in spec order.
+    pub rules: Vec<ResolvedRule>,
+    /// Tolerance below 1 (scale-down side).
+    pub tolerance_down: f64,
+    /// Tolerance above 1 (scale-up side).
+    pub tolerance_up: f64,
+    /// `None` selects the HPA's legacy normalization (no `behavior` in the spec).
+    pub behavior: Option<ResolvedBehavior>,
+    /// Active or observe.
+    pub mode: Mode,
+}
+
+/// A rule with its defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ResolvedRule {
+    /// The unique key observations are filed under: the rule's `name`, else the metric name.
+    pub key: String,
+    /// The catalog metric.
+    pub metric: Metric,
+    /// The threshold in the metric's unit.
+    pub threshold: f64,
+    /// The threshold in milli-units, as the HPA holds quantities.
+    pub threshold_milli: i64,
+    /// The resolved target type.
+    pub target_type: TargetType,
+    /// The resolved source.
+    pub source: MetricSource,
+    /// The PromQL of a custom rule.
+    pub query: Option<String>,
+    /// The quantile of latency rules (also set, unused, for others).
+    pub quantile: f64,
+    /// The rate/quantile window.
+    pub window: Duration,
+}
+
+/// `behavior` with defaults applied, as the HPA controller sees it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ResolvedBehavior {
+    /// Scale-up rules.
+    pub scale_up: ResolvedDirection,
+    /// Scale-down rules.
+    pub scale_down: ResolvedDirection,
+}
+
+/// One direction of `behavior` with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ResolvedDirection {
+    /// The stabilization window.
+    pub stabilization_window: Duration,
+    /// How policies are combined.
+    pub select_policy: SelectPolicy,
+    /// The rate policies.
+    pub policies: Vec<HpaScalingPolicy>,
+}
+
+impl ResolvedDirection {
+    /// The longest `periodSeconds` among the policies (0 when there are none).
+    #[must_use]
+    pub fn longest_period(&self) -> Duration {
+        let secs = self.policies.iter().map(|p| p.period_seconds).max().unwrap_or(0);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+}
+
+/// The HPA's default scale-down stabilization (the controller flag, 300 s).
+pub const DEFAULT_DOWNSCALE_STABILIZATION: Duration = Duration::from_secs(300);
+
+impl VllmScalingPolicy {
+    /// Validates the object (apiVersion, kind and the spec).
+    ///
+    /// # Errors
+    /// Every problem found, each with its field path.
+    pub fn validate(&self) -> Result<ResolvedPolicy, PolicyErrors> {
+        let mut errors = Vec::new();
+        if self.api_version != API_VERSION {
+            errors.push(PolicyError::new("apiVersion", format!("must be `{API_VERSION}`, got `{}`", self.api_version)));
+        }
+        if self.kind != KIND {
+            errors.push(PolicyError::new("kind", format!("must be `{KIND}`, got `{}`", self.kind)));
+        }
+        match self.spec.validate() {
+            Ok(resolved) if errors.is_empty() => Ok(resolved),
+            Ok(_) => Err(PolicyErrors(errors)),
+            Err(PolicyErrors(mut more)) => {
+                errors.append(&mut more);
+                Err(PolicyErrors(errors))
+            }
+        }
+    }
+}
+
+impl PolicySpec {
+    /// Validates the spec and fills in every default.
+    ///
+    /// # Errors
+    /// Every problem found, each with its field path under `spec`.
+    pub fn validate(&self) -> Result<ResolvedPolicy, PolicyErrors> {
+        let mut errors = Vec::new();
+        let mut err = |path: &str, reason: String| errors.push(PolicyError::new(format!("spec.{path}"), reason));
+
+        if let Some(target) = &self.scale_target_ref {
+            if target.kind.trim().is_empty() {
+                err("scaleTargetRef.kind", "must not be empty".into());
+            }
+            if target.name.trim().is_empty() {
+                err("scaleTargetRef.name", "must not be empty".into());
+            }
+        }
+        let min_replicas = self.min_replicas.unwrap_or(1);
+        if min_replicas < 1 {
+            err("minReplicas", format!("must be at least 1, got {min_replicas}"));
+        }
+        if self.max_replicas < 1 {
+            err("maxReplicas", format!("must be at least 1, got {}", self.max_replicas));
+        }
+        if min_replicas > self.max_replicas {
+            err("minReplicas", format!("must not exceed maxReplicas ({min_replicas} > {})", self.max_replicas));
+        }
+
+        let (mut tolerance_down, mut tolerance_up) = match self.tolerance {
+            None => (DEFAULT_TOLERANCE, DEFAULT_TOLERANCE),
+            Some(ToleranceSpec::Both(t)) => {
+                check_tolerance(&mut err, "tolerance", t);
+                (t, t)
+            }
+            Some(ToleranceSpec::PerDirection(d)) => {
+                let up = d.scale_up.unwrap_or(DEFAULT_TOLERANCE);
+                let down = d.scale_down.unwrap_or(DEFAULT_TOLERANCE);
+                check_tolerance(&mut err, "tolerance.scaleUp", up);
+                check_tolerance(&mut err, "tolerance.scaleDown", down);
+                (down, up)
+            }
+        };
+
+        if self.scaling_rules.is_empty() {
+            err("scalingRules", "must hold at least one rule".into());
+        }
+        let mut rules: Vec<ResolvedRule> = Vec::with_capacity(self.scaling_rules.len());
+        for (i, rule) in self.scaling_rules.iter().enumerate() {
+            let at = |field: &str| format!("scalingRules[{i}].{field}");
+            let info = rule.metric.info();
+            let key = rule.name.clone().unwrap_or_else(|| info.name.to_owned());
+            if let Some(name) = &rule.name
+                && (name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                err(&at("name"), format!("`{name}` must be 1-63 letters, digits, `_` or `-`"));
+            }
+            if let Some(j) = rules.iter().position(|r| r.key == key) {
+                let hint = if rule.metric == Metric::Custom { "; give each custom rule a unique `name`" } else { "" };
+                err(&at("metric"), format!("duplicate rule `{key}` (also scalingRules[{j}]){hint}"));
+            }
+            let threshold = rule.threshold;
+            if !threshold.is_finite() || threshold <= 0.0 {
+                err(&at("threshold"), format!("must be a finite number greater than 0, got {threshold}"));
+            } else if info.unit == "percent" && threshold > 100.0 {
+                err(&at("threshold"), format!("`{}` is a percentage; the threshold must be at most 100, got {threshold}", info.name));
+            }
+            let threshold_milli = to_milli(threshold).unwrap_or(0);
+            if threshold.is_finite() && threshold > 0.0 && threshold_milli <= 0 {
+                err(&at("threshold"), format!("{threshold} is below the resolution of 0.001"));
+            }
+            match (rule.metric, &rule.query) {
+                (Metric::Custom, None) => err(&at("query"), "a `custom` rule needs a PromQL `query`".into()),
+                (Metric::Custom, Some(q)) if q.trim().is_empty() => err(&at("query"), "must not be empty".into()),
+                (m, Some(_)) if m != Metric::Custom => {
+                    err(&at("query"), format!("only `custom` rules take a query; `{}` has a built-in one", m.name()));
+                }
+                _ => {}
+            }
+            let quantile = rule.quantile.unwrap_or(DEFAULT_QUANTILE);
+            if let Some(q) = rule.quantile {
+                if !info.quantile {
+                    err(&at("quantile"), format!("applies only to latency metrics (latency, ttft, itl, queue_time), not `{}`", info.name));
+                } else if !(q > 0.0 && q < 1.0) {
+                    err(&at("quantile"), format!("must be between 0 and 1 (exclusive), got {q}"));
+                }
+            }
+            let window = match &rule.window {
+                None => Duration::from_secs(u64::from(DEFAULT_WINDOW_SECS)),
+                Some(w) => match parse_prom_duration(w) {
+                    Ok(d) if d >= Duration::from_secs(1) => d,
+                    Ok(_) => {
+                        err(&at("window"), format!("`{w}` is shorter than 1s"));
+                        Duration::from_secs(1)
+                    }
+                    Err(reason) => {
+                        err(&at("window"), reason);
+                        Duration::from_secs(1)
+                    }
+                },
+            };
+            let source = rule.source.unwrap_or_default();
+            let gpu = matches!(rule.metric, Metric::GpuUtilization | Metric::GpuMemoryUsed);
+            if source == MetricSource::Nvml && !gpu {
+                err(&at("source"), format!("`nvml` serves only gpu_utilization and gpu_memory_used, not `{}`", info.name));
+            }
+            if rule.metric == Metric::Custom && source == MetricSource::Pods {
+                err(&at("source"), "a `custom` rule is a PromQL query: its source is `prometheus` or `auto`".into());
+            }
+            rules.push(ResolvedRule {
+                key,
+                metric: rule.metric,
+                threshold,
+                threshold_milli,
+                target_type: rule.target_type.unwrap_or(info.default_target_type),
+                source,
+                query: rule.query.clone(),
+                quantile,
+                window,
+            });
+        }
+
+        let behavior = self.behavior.as_ref().map(|b| {
+            let up = resolve_direction(&mut err, "behavior.scaleUp", b.scale_up.as_ref(), Direction::Up);
+            let down = resolve_direction(&mut err, "behavior.scaleDown", b.scale_down.as_ref(), Direction::Down);
+            if let Some(t) = b.scale_up.as_ref().and_then(|r| r.tolerance) {
+                tolerance_up = t;
+            }
+            if let Some(t) = b.scale_down.as_ref().and_then(|r| r.tolerance) {
+                tolerance_down = t;
+            }
+            ResolvedBehavior { scale_up: up, scale_down: down }
+        });
+
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
+        Ok(ResolvedPolicy {
+            scale_target_ref: self.scale_target_ref.clone(),
+            min_replicas,
+            max_replicas: self.max_replicas,
+            rules,
+            tolerance_down,
+            tolerance_up,
+            behavior,
+            mode: self.mode.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+}
+
+fn check_tolerance(err: &mut impl FnMut(&str, String), path: &str, t: f64) {
+    if !(t.is_finite() && (0.0..1.0).contains(&t)) {
+        err(path, format!("must be in [0, 1), got {t}"));
+    }
+}
+
+fn resolve_direction(
+    err: &mut impl FnMut(&str, String),
+    path: &str,
+    rules: Option<&HpaScalingRules>,
+    direction: Direction,
+) -> ResolvedDirection {
+    // Defaults from Kubernetes `pkg/apis/autoscaling/v2/defaults.go`; an unset scale-down
+    // window is filled by the controller with its downscale-stabilization flag (300 s).
+    let default_window = match direction {
+        Direction::Up => 0,
+        Direction::Down => DEFAULT_DOWNSCALE_STABILIZATION.as_secs() as i32,
+    };
+    let default_policies = match direction {
+        Direction::Up => vec![
+            HpaScalingPolicy { policy_type: PolicyType::Pods, value: 4, period_seconds: 15 },
+            HpaScalingPolicy { policy_type: PolicyType::Percent, value: 100, period_seconds: 15 },
+        ],
+        Direction::Down => vec![HpaScalingPolicy { policy_type: PolicyType::Percent, value: 100, period_seconds: 15 }],
+    };
+    let window = rules.and_then(|r| r.stabilization_window_seconds).unwrap_or(default_window);
+    if !(0..=MAX_STABILIZATION_WINDOW_SECS).contains(&window) {
+        err(
+            &format!("{path}.stabilizationWindowSeconds"),
+            format!("must be between 0 and {MAX_STABILIZATION_WINDOW_SECS}, got {window}"),
+        );
+    }
+    let policies = match rules.and_then(|r| r.policies.clone()) {
+        None => default_policies,
+        Some(list) => {
+            if list.is_empty() {
+                err(&format!("{path}.policies"), "must hold at least one policy when given".into());
+            }
+            for (i, p) in list.iter().enumerate() {
+                if p.value <= 0 {
+                    err(&format!("{path}.policies[{i}].value"), format!("must be greater than 0, got {}", p.value));
+                }
+                if !(1..=MAX_PERIOD_SECS).contains(&p.period_seconds) {
+                    err(
+                        &format!("{path}.policies[{i}].periodSeconds"),
+                        format!("must be between 1 and {MAX_PERIOD_SECS}, got {}", p.period_seconds),
+                    );
+                }
+            }
+            list
+        }
+    };
+    if let Some(t) = rules.and_then(|r| r.tolerance) {
+        check_tolerance(err, &format!("{path}.tolerance"), t);
+    }
+    ResolvedDirection {
+        stabilization_window: Duration::from_secs(u64::try_from(window.clamp(0, MAX_STABILIZATION_WINDOW_SECS)).unwrap_or(0)),
+        select_policy: rules.and_then(|r| r.select_policy).unwrap_or(SelectPolicy::Max),
+        policies,
+    }
+}
+
+/// Converts a value to the HPA's milli-units the way `resource.Quantity` rounds: up to the
+/// next milli-unit, except that float noise within 1e-6 of a whole milli-unit is dropped
+/// (so `12.5` is 12500, not 12501). `None` for values that are not finite or overflow.
+#[must_use]
+pub fn to_milli(value: f64) -> Option<i64> {
+    if !value.is_finite() {
+        return None;
+    }
+    let m = value * 1000.0;
+    let r = m.round();
+    let milli = if (m - r).abs() < 1e-6 { r } else { m.ceil() };
+    if milli.abs() >= 9.0e18 {
+        return None;
+    }
+    Some(milli as i64)
+}
+
+/// Parses a Prometheus duration: a whole number with `ms`, `s`, `m`, `h` or `d`, or
+/// several such parts (`1m30s`).
+///
+/// # Errors
+/// A sentence saying why the text is not a duration.
+pub fn parse_prom_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration: use a number with a unit, like 30s, 1m or 5m");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
+        let unit_ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_ms = n.checked_mul(unit_ms).and_then(|v| total_ms.checked_add(v)).ok_or_else(bad)?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"apiVersion: autoscaler.production-stack/v1alpha1
+kind: vLLMScalingPolicy
+metadata:
+  name: example-policy
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: meta-llama/Llama-2-70b-hf
+  minReplicas: 1
+  maxReplicas: 10
+  scalingRules:
+    - metric: "gpu_utilization"
+      threshold: 75
+    - metric: "queue_length"
+      threshold: 10
+    - metric: "latency"
+      threshold: 1000
+"#;
+
+    fn errors_of(text: &str) -> Vec<PolicyError> {
+        match parse_policy(text) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(PolicyErrors(e)) => e,
+        }
+    }
+
+    fn spec_with(rest: &str) -> String {
+        format!("maxReplicas: 5\nscalingRules:\n  - metric: queue_length\n    threshold: 10\n{rest}")
+    }
+
+    #[test]
+    fn seed_example_parses_and_validates_verbatim() {
+        let (policy, resolved) = parse_policy(SEED).unwrap();
+        assert_eq!(policy.metadata.name.as_deref(), Some("example-policy"));
+        assert_eq!(resolved.min_replicas, 1);
+        assert_eq!(resolved.max_replicas, 10);
+        assert_eq!(resolved.rules.len(), 3);
+        assert_eq!(resolved.rules[0].target_type, TargetType::AverageValue);
+        assert_eq!(resolved.rules[2].target_type, TargetType::Value);
+        assert_eq!(resolved.rules[2].threshold_milli, 1_000_000);
+        assert_eq!(resolved.behavior, None);
+        assert_eq!((resolved.tolerance_down, resolved.tolerance_up), (0.1, 0.1));
+        // The same document as JSON.
+        let json = serde_json::to_string(&policy).unwrap();
+        assert_eq!(parse_policy(&json).unwrap().0, policy);
+    }
+
+    #[test]
+    fn bare_spec_is_accepted() {
+        let (_, r) = parse_policy(&spec_with("")).unwrap();
+        assert_eq!(r.rules[0].key, "queue_length");
+    }
+
+    #[test]
+    fn min_above_max_is_rejected_with_path() {
+        let e = errors_of("minReplicas: 6\nmaxReplicas: 5\nscalingRules: [{metric: queue_length, threshold: 1}]");
+        assert_eq!(e[0].path, "spec.minReplicas");
+        assert!(e[0].reason.contains("6 > 5"), "{}", e[0].reason);
+    }
+
+    #[test]
+    fn bad_thresholds_are_rejected() {
+        for t in ["0", "-3", ".nan", ".inf"] {
+            let e = errors_of(&format!("maxReplicas: 5\nscalingRules: [{{metric: queue_length, threshold: {t}}}]"));
+            assert_eq!(e[0].path, "spec.scalingRules[0].threshold", "{t}");
+        }
+        let e = errors_of("maxReplicas: 5\nscalingRules: [{metric: gpu_utilization, threshold: 150}]");
+        assert!(e[0].reason.contains("at most 100"));
+    }
+
+    #[test]
+    fn unknown_metric_names_the_known_ones() {
+        let e = errors_of("maxReplicas: 5\nscalingRules: [{metric: gpu_util, threshold: 1}]");
+        assert_eq!(e[0].path, "spec.scalingRules[0].metric");
+        assert!(e[0].reason.contains("gpu_util") && e[0].reason.contains("gpu_utilization"), "{}", e[0].reason);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let e = errors_of("maxReplicas: 5\nscalingRules: [{metric: queue_length, threshhold: 1}]");
+        assert!(e[0].reason.contains("threshhold"), "{}", e[0].reason);
+        let e = errors_of(&SEED.replace("minReplicas: 1", "minReplica: 1"));
+        assert!(e[0].reason.contains("minReplica"), "{}", e[0].reason);
+        assert!(e[0].path.starts_with("spec"), "{}", e[0].path);
+    }
+
+    #[test]
+    fn duplicates_and_custom_rules() {
+        let e = errors_of(
+            "maxReplicas: 5\nscalingRules: [{metric: queue_length, threshold: 1}, {metric: queue_length, threshold: 2}]",
+        );
+        assert!(e[0].reason.contains("duplicate rule `queue_length`"));
+        let e = errors_of("maxReplicas: 5\nscalingRules: [{metric: custom, threshold: 1}]");
+        assert_eq!(e[0].path, "spec.scalingRules[0].query");
+        let ok = "maxReplicas: 5\nscalingRules: [{metric: custom, name: a, query: 'sum(x)', threshold: 1}, {metric: custom, name: b, query: 'sum(y)', threshold: 1}]";
+        assert_eq!(parse_policy(ok).unwrap().1.rules[1].key, "b");
+    }
+
+    #[test]
+    fn tolerance_and_behavior_limits() {
+        let e = errors_of(&spec_with("tolerance: 1.0\n"));
+        assert_eq!(e[0].path, "spec.tolerance");
+        let e = errors_of(&spec_with("behavior:\n  scaleDown:\n    stabilizationWindowSeconds: 3601\n"));
+        assert_eq!(e[0].path, "spec.behavior.scaleDown.stabilizationWindowSeconds");
+        let e = errors_of(&spec_with(
+            "behavior:\n  scaleUp:\n    policies: [{type: Pods, value: 1, periodSeconds: 0}, {type: Percent, value: 0, periodSeconds: 1801}]\n",
+        ));
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.behavior.scaleUp.policies[0].periodSeconds",
+                "spec.behavior.scaleUp.policies[1].value",
+                "spec.behavior.scaleUp.policies[1].periodSeconds"
+            ]
+        );
+        let (_, r) = parse_policy(&spec_with("tolerance: {scaleUp: 0.2}\n")).unwrap();
+        assert_eq!((r.tolerance_down, r.tolerance_up), (0.1, 0.2));
+    }
+
+    #[test]
+    fn behavior_defaults_match_kubernetes() {
+        let (_, r) = parse_policy(&spec_with("behavior: {}\n")).unwrap();
+        let b = r.behavior.unwrap();
+        assert_eq!(b.scale_up.stabilization_window, Duration::ZERO);
+        assert_eq!(b.scale_up.policies.len(), 2);
+        assert_eq!(b.scale_down.stabilization_window, Duration::from_secs(300));
+        assert_eq!(b.scale_down.policies[0].value, 100);
+        assert_eq!(b.scale_down.longest_period(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn wrong_kind_or_version() {
+        let e = errors_of(&SEED.replace("kind: vLLMScalingPolicy", "kind: HorizontalPodAutoscaler"));
+        assert_eq!(e[0].path, "kind");
+    }
+
+    #[test]
+    fn durations_and_milli() {
+        assert_eq!(parse_prom_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_prom_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_prom_duration("5").is_err());
+        assert!(parse_prom_duration("m").is_err());
+        assert_eq!(to_milli(12.5), Some(12_500));
+        assert_eq!(to_milli(0.1 + 0.2), Some(300));
+        assert_eq!(to_milli(0.0001), Some(1));
+        assert_eq!(to_milli(f64::NAN), None);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in ["", "---", "[1,2]", "spec: 5", "{", "maxReplicas: -1\nscalingRules: []", "\u{0}"] {
+            let _ = parse_policies(text);
+        }
+    }
+}

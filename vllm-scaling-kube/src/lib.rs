@@ -1,0 +1,1 @@
+//! vllm-scaling-kube: filled in by its own issue.

@@ -1,0 +1,1 @@
+//! vllm-scaling-nvml: filled in by its own issue.

@@ -1,0 +1,1 @@
+//! vllm-scaling-prom: filled in by its own issue.
