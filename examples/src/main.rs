@@ -20,11 +20,14 @@ struct Cli {
 enum Command {
     /// Validate vLLMScalingPolicy files (YAML or JSON).
     Validate(cmd::validate::Args),
+    /// Replay a what-if scenario through the engine: one JSON line per step.
+    Replay(cmd::replay::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
     }
 }

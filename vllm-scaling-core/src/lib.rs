@@ -49,6 +49,7 @@ mod metric;
 mod observation;
 mod policy;
 mod ports;
+mod scenario;
 mod time;
 
 pub use decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};
@@ -66,4 +67,5 @@ pub use ports::{
     AdjustReplicas, GetScalingMetrics, GetScalingPolicy, InMemoryError, InMemoryMetrics, InMemoryPolicies,
     InMemoryReplicas, MetricsRequest, PodInfo, ReconcileError, TargetId, error_chain, reconcile,
 };
+pub use scenario::{ReplayLine, ReplayRule, Scenario, ScenarioController, ScenarioError, ScenarioPod, ScenarioStep, StepExpectation};
 pub use time::{Clock, FakeClock, Timestamp};
