@@ -177,11 +177,23 @@ impl Engine {
         let mut proposed_replicas = None;
         let mut winning_rule = None;
         let (desired, limited_by, note) = if current == 0 && p.min_replicas != 0 {
-            (0, LimitedBy::ScalingDisabled, "the target runs 0 replicas and scale-to-zero is not configured: hands off".to_owned())
+            (
+                0,
+                LimitedBy::ScalingDisabled,
+                "the target runs 0 replicas and scale-to-zero is not configured: hands off".to_owned(),
+            )
         } else if current > p.max_replicas {
-            (p.max_replicas, LimitedBy::MaxReplicas, format!("{current} replicas is above maxReplicas {}", p.max_replicas))
+            (
+                p.max_replicas,
+                LimitedBy::MaxReplicas,
+                format!("{current} replicas is above maxReplicas {}", p.max_replicas),
+            )
         } else if current < p.min_replicas {
-            (p.min_replicas, LimitedBy::MinReplicas, format!("{current} replicas is below minReplicas {}", p.min_replicas))
+            (
+                p.min_replicas,
+                LimitedBy::MinReplicas,
+                format!("{current} replicas is below minReplicas {}", p.min_replicas),
+            )
         } else {
             match combine(&computed, current) {
                 Combined::Hold(why) => (current, LimitedBy::MetricsUnavailable, why),
@@ -198,7 +210,9 @@ impl Engine {
                         limited
                     };
                     let note = match limited {
-                        LimitedBy::None => format!("largest proposal {replicas} from {}", computed[winner].outcome.name),
+                        LimitedBy::None => {
+                            format!("largest proposal {replicas} from {}", computed[winner].outcome.name)
+                        }
                         LimitedBy::Tolerance => "every rule is within tolerance".to_owned(),
                         other => format!(
                             "largest proposal {replicas} from {}, limited by {}",
@@ -277,8 +291,7 @@ impl Engine {
             None => {
                 // horizontal.go normalizeDesiredReplicas + convertDesiredReplicasWithRules.
                 let stabilized = self.stabilize_legacy(now, desired);
-                let limited =
-                    if stabilized != desired { LimitedBy::ScaleDownStabilization } else { LimitedBy::None };
+                let limited = if stabilized != desired { LimitedBy::ScaleDownStabilization } else { LimitedBy::None };
                 let scale_up_limit = sat_i32((2.0 * f64::from(current)).max(4.0));
                 let (max_allowed, max_reason) = if max > scale_up_limit {
                     (scale_up_limit, LimitedBy::ScaleUpPolicy)
@@ -295,7 +308,8 @@ impl Engine {
             }
             Some(behavior) => {
                 // horizontal.go normalizeDesiredReplicasWithBehaviors.
-                let stabilized = self.stabilize_with_behavior(now, current, desired, &behavior.scale_up, &behavior.scale_down);
+                let stabilized =
+                    self.stabilize_with_behavior(now, current, desired, &behavior.scale_up, &behavior.scale_down);
                 let limited = match (stabilized == desired, desired >= current) {
                     (true, _) => LimitedBy::None,
                     (false, true) => LimitedBy::ScaleUpStabilization,
@@ -402,8 +416,12 @@ fn scale_limit(now: Timestamp, current: i32, state: &EngineState, rules: &Resolv
         let proposed = match (policy.policy_type, up) {
             (PolicyType::Pods, true) => period_start.saturating_add(policy.value),
             (PolicyType::Pods, false) => period_start.saturating_sub(policy.value),
-            (PolicyType::Percent, true) => sat_i32((f64::from(period_start) * (1.0 + f64::from(policy.value) / 100.0)).ceil()),
-            (PolicyType::Percent, false) => sat_i32((f64::from(period_start) * (1.0 - f64::from(policy.value) / 100.0)).trunc()),
+            (PolicyType::Percent, true) => {
+                sat_i32((f64::from(period_start) * (1.0 + f64::from(policy.value) / 100.0)).ceil())
+            }
+            (PolicyType::Percent, false) => {
+                sat_i32((f64::from(period_start) * (1.0 - f64::from(policy.value) / 100.0)).trunc())
+            }
         };
         result = if take_max { result.max(proposed) } else { result.min(proposed) };
     }
@@ -508,11 +526,12 @@ fn combine(computed: &[Computed], current: i32) -> Combined {
     }
     let failure_note = |i: usize| {
         let o = &computed[i].outcome;
-        format!("{} is {}{}", o.name, if o.status == RuleStatus::Invalid { "invalid" } else { "missing" }, o
-            .reason
-            .as_ref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default())
+        format!(
+            "{} is {}{}",
+            o.name,
+            if o.status == RuleStatus::Invalid { "invalid" } else { "missing" },
+            o.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        )
     };
     match best {
         None => Combined::Hold(format!(
@@ -650,7 +669,12 @@ fn proposal_for(
 
 /// replica_calculator.go calcPlainMetricReplicas: a Pods metric with an AverageValue
 /// target, with the grouping of groupPods for non-CPU metrics and the two-pass rule.
-fn pods_metric(rule: &ResolvedRule, policy: &ResolvedPolicy, current: i32, pods: &[PodMetrics]) -> Result<Proposal, RuleError> {
+fn pods_metric(
+    rule: &ResolvedRule,
+    policy: &ResolvedPolicy,
+    current: i32,
+    pods: &[PodMetrics],
+) -> Result<Proposal, RuleError> {
     let key = rule.key.as_str();
     let target = rule.threshold_milli;
     if pods.is_empty() {
@@ -676,7 +700,9 @@ fn pods_metric(rule: &ResolvedRule, policy: &ResolvedPolicy, current: i32, pods:
         }
     }
     if samples.is_empty() {
-        return Err(RuleError::missing(format!("no ready pod reported `{key}` ({missing} missing, {unready} not ready)")));
+        return Err(RuleError::missing(format!(
+            "no ready pod reported `{key}` ({missing} missing, {unready} not ready)"
+        )));
     }
     let (ratio, usage) = usage_ratio(&samples, target);
     let counts = format!("{ready} reporting, {missing} missing, {unready} not ready");
@@ -688,7 +714,13 @@ fn pods_metric(rule: &ResolvedRule, policy: &ResolvedPolicy, current: i32, pods:
     }
     // The slow path: missing pods count as at the target on a scale-down and as 0 on a
     // scale-up (nothing at exactly 1.0); unready pods count as 0 on a scale-up.
-    let fill = if ratio < 1.0 { Some(target) } else if ratio > 1.0 { Some(0) } else { None };
+    let fill = if ratio < 1.0 {
+        Some(target)
+    } else if ratio > 1.0 {
+        Some(0)
+    } else {
+        None
+    };
     if let Some(fill) = fill {
         samples.extend(std::iter::repeat_n(fill, missing));
     }
@@ -726,13 +758,22 @@ fn external_value(
     let ratio = total as f64 / rule.threshold_milli as f64;
     if current == 0 {
         // Only reachable with scale-to-zero: tolerance is ignored.
-        return Ok(Proposal { replicas: sat_i32(ratio.ceil()), observed_milli: total, ratio, within: false, note: None });
+        return Ok(Proposal {
+            replicas: sat_i32(ratio.ceil()),
+            observed_milli: total,
+            ratio,
+            within: false,
+            note: None,
+        });
     }
     if within(policy, ratio) {
         return Ok(Proposal { replicas: current, observed_milli: total, ratio, within: true, note: None });
     }
     if pods.is_empty() {
-        return Err(RuleError { observed_milli: Some(total), ..RuleError::missing("the target has no pods to count as ready") });
+        return Err(RuleError {
+            observed_milli: Some(total),
+            ..RuleError::missing("the target has no pods to count as ready")
+        });
     }
     let ready = pods.iter().filter(|p| p.phase == PodPhase::Running && p.ready).count();
     let replicas = sat_i32((ratio * ready as f64).ceil());
@@ -741,7 +782,12 @@ fn external_value(
 
 /// replica_calculator.go GetExternalPerPodMetricReplicas: a fleet total against a
 /// per-replica target, divided by `scale.status.replicas`.
-fn external_average(rule: &ResolvedRule, policy: &ResolvedPolicy, status_replicas: i32, total: i64) -> Result<Proposal, RuleError> {
+fn external_average(
+    rule: &ResolvedRule,
+    policy: &ResolvedPolicy,
+    status_replicas: i32,
+    total: i64,
+) -> Result<Proposal, RuleError> {
     let target = rule.threshold_milli as f64;
     let ratio = total as f64 / (target * f64::from(status_replicas));
     let within_band = within(policy, ratio);

@@ -67,5 +67,7 @@ pub use ports::{
     AdjustReplicas, GetScalingMetrics, GetScalingPolicy, InMemoryError, InMemoryMetrics, InMemoryPolicies,
     InMemoryReplicas, MetricsRequest, PodInfo, ReconcileError, TargetId, error_chain, reconcile,
 };
-pub use scenario::{ReplayLine, ReplayRule, Scenario, ScenarioController, ScenarioError, ScenarioPod, ScenarioStep, StepExpectation};
+pub use scenario::{
+    ReplayLine, ReplayRule, Scenario, ScenarioController, ScenarioError, ScenarioPod, ScenarioStep, StepExpectation,
+};
 pub use time::{Clock, FakeClock, Timestamp};

@@ -219,15 +219,7 @@ impl Metric {
                 false,
                 &["vllm:request_success_total"],
             ),
-            Self::Custom => (
-                "custom",
-                "query units",
-                "the value of the rule's PromQL query",
-                Value,
-                false,
-                false,
-                &[],
-            ),
+            Self::Custom => ("custom", "query units", "the value of the rule's PromQL query", Value, false, false, &[]),
         };
         MetricInfo { name, unit, meaning, default_target_type, per_pod, quantile, sources }
     }

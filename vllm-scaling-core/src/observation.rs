@@ -113,10 +113,7 @@ impl ScalingMetrics {
     /// Metrics where every given rule failed for the same reason.
     #[must_use]
     pub fn all_failed<'a>(keys: impl IntoIterator<Item = &'a str>, reason: &str) -> Self {
-        Self {
-            failures: keys.into_iter().map(|k| (k.to_owned(), reason.to_owned())).collect(),
-            ..Self::default()
-        }
+        Self { failures: keys.into_iter().map(|k| (k.to_owned(), reason.to_owned())).collect(), ..Self::default() }
     }
 
     /// Merges another backend's results into this one: pods are matched by name, and a
@@ -139,7 +136,8 @@ mod tests {
 
     #[test]
     fn merge_matches_pods_by_name() {
-        let mut a = ScalingMetrics { pods: vec![PodMetrics::running("p0").with("queue_length", 1.0)], ..Default::default() };
+        let mut a =
+            ScalingMetrics { pods: vec![PodMetrics::running("p0").with("queue_length", 1.0)], ..Default::default() };
         let b = ScalingMetrics {
             pods: vec![PodMetrics::running("p0").with("gpu_utilization", 50.0), PodMetrics::running("p1")],
             failures: [("latency".to_owned(), "down".to_owned())].into(),

@@ -328,7 +328,9 @@ pub fn parse_policies(text: &str) -> Vec<Result<(VllmScalingPolicy, ResolvedPoli
 pub fn parse_policy(text: &str) -> Result<(VllmScalingPolicy, ResolvedPolicy), PolicyErrors> {
     let mut all = parse_policies(text);
     if all.len() > 1 {
-        return Err(PolicyError::new("(document)", format!("expected one policy, found {} documents", all.len())).into());
+        return Err(
+            PolicyError::new("(document)", format!("expected one policy, found {} documents", all.len())).into()
+        );
     }
     all.pop().unwrap_or_else(|| Err(PolicyError::new("(document)", "no policy found").into()))
 }
@@ -541,7 +543,9 @@ impl PolicySpec {
             let info = rule.metric.info();
             let key = rule.name.clone().unwrap_or_else(|| info.name.to_owned());
             if let Some(name) = &rule.name
-                && (name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                && (name.is_empty()
+                    || name.len() > 63
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
             {
                 err(&at("name"), format!("`{name}` must be 1-63 letters, digits, `_` or `-`"));
             }
@@ -553,7 +557,10 @@ impl PolicySpec {
             if !threshold.is_finite() || threshold <= 0.0 {
                 err(&at("threshold"), format!("must be a finite number greater than 0, got {threshold}"));
             } else if info.unit == "percent" && threshold > 100.0 {
-                err(&at("threshold"), format!("`{}` is a percentage; the threshold must be at most 100, got {threshold}", info.name));
+                err(
+                    &at("threshold"),
+                    format!("`{}` is a percentage; the threshold must be at most 100, got {threshold}", info.name),
+                );
             }
             let threshold_milli = to_milli(threshold).unwrap_or(0);
             if threshold.is_finite() && threshold > 0.0 && threshold_milli <= 0 {
@@ -570,7 +577,13 @@ impl PolicySpec {
             let quantile = rule.quantile.unwrap_or(DEFAULT_QUANTILE);
             if let Some(q) = rule.quantile {
                 if !info.quantile {
-                    err(&at("quantile"), format!("applies only to latency metrics (latency, ttft, itl, queue_time), not `{}`", info.name));
+                    err(
+                        &at("quantile"),
+                        format!(
+                            "applies only to latency metrics (latency, ttft, itl, queue_time), not `{}`",
+                            info.name
+                        ),
+                    );
                 } else if !(q > 0.0 && q < 1.0) {
                     err(&at("quantile"), format!("must be between 0 and 1 (exclusive), got {q}"));
                 }
@@ -592,7 +605,10 @@ impl PolicySpec {
             let source = rule.source.unwrap_or_default();
             let gpu = matches!(rule.metric, Metric::GpuUtilization | Metric::GpuMemoryUsed);
             if source == MetricSource::Nvml && !gpu {
-                err(&at("source"), format!("`nvml` serves only gpu_utilization and gpu_memory_used, not `{}`", info.name));
+                err(
+                    &at("source"),
+                    format!("`nvml` serves only gpu_utilization and gpu_memory_used, not `{}`", info.name),
+                );
             }
             if rule.metric == Metric::Custom && source == MetricSource::Pods {
                 err(&at("source"), "a `custom` rule is a PromQL query: its source is `prometheus` or `auto`".into());
@@ -700,7 +716,9 @@ fn resolve_direction(
         check_tolerance(err, &format!("{path}.tolerance"), t);
     }
     ResolvedDirection {
-        stabilization_window: Duration::from_secs(u64::try_from(window.clamp(0, MAX_STABILIZATION_WINDOW_SECS)).unwrap_or(0)),
+        stabilization_window: Duration::from_secs(
+            u64::try_from(window.clamp(0, MAX_STABILIZATION_WINDOW_SECS)).unwrap_or(0),
+        ),
         select_policy: rules.and_then(|r| r.select_policy).unwrap_or(SelectPolicy::Max),
         policies,
     }

@@ -79,7 +79,11 @@ pub trait GetScalingMetrics: Send + Sync {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Reads the values for `request` as of `now`.
-    async fn get_scaling_metrics(&self, request: &MetricsRequest, now: Timestamp) -> Result<ScalingMetrics, Self::Error>;
+    async fn get_scaling_metrics(
+        &self,
+        request: &MetricsRequest,
+        now: Timestamp,
+    ) -> Result<ScalingMetrics, Self::Error>;
 }
 
 /// Reads and writes a target's replica count through its scale subresource.
@@ -89,10 +93,19 @@ pub trait AdjustReplicas: Send + Sync {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Reads the target's current scale.
-    async fn get_scale(&self, target: &TargetId, scale_ref: Option<&ScaleTargetRef>) -> Result<CurrentScale, Self::Error>;
+    async fn get_scale(
+        &self,
+        target: &TargetId,
+        scale_ref: Option<&ScaleTargetRef>,
+    ) -> Result<CurrentScale, Self::Error>;
 
     /// Sets the target's replicas.
-    async fn adjust_replicas(&self, target: &TargetId, scale_ref: Option<&ScaleTargetRef>, replicas: i32) -> Result<(), Self::Error>;
+    async fn adjust_replicas(
+        &self,
+        target: &TargetId,
+        scale_ref: Option<&ScaleTargetRef>,
+        replicas: i32,
+    ) -> Result<(), Self::Error>;
 }
 
 /// Finds the policy for a target (by policy name, or by served model id).
@@ -185,7 +198,8 @@ where
         .await
         .map_err(|source| ReconcileError::GetPolicy { target: target.clone(), source })?
         .ok_or_else(|| ReconcileError::NoPolicy(target.clone()))?;
-    let resolved = policy.validate().map_err(|errors| ReconcileError::InvalidPolicy { target: target.clone(), errors })?;
+    let resolved =
+        policy.validate().map_err(|errors| ReconcileError::InvalidPolicy { target: target.clone(), errors })?;
     if engine.policy() != &resolved {
         engine.set_policy(resolved);
     }
@@ -194,7 +208,12 @@ where
         .get_scale(target, scale_ref.as_ref())
         .await
         .map_err(|source| ReconcileError::GetScale { target: target.clone(), source })?;
-    let request = MetricsRequest { target: target.clone(), scale_target_ref: scale_ref.clone(), rules: engine.policy().rules.clone(), pods };
+    let request = MetricsRequest {
+        target: target.clone(),
+        scale_target_ref: scale_ref.clone(),
+        rules: engine.policy().rules.clone(),
+        pods,
+    };
     let observed = match metrics.get_scaling_metrics(&request, now).await {
         Ok(m) => m,
         Err(e) => ScalingMetrics::all_failed(request.rules.iter().map(|r| r.key.as_str()), &error_chain(&e)),
@@ -266,8 +285,15 @@ impl InMemoryMetrics {
 impl GetScalingMetrics for InMemoryMetrics {
     type Error = InMemoryError;
 
-    async fn get_scaling_metrics(&self, request: &MetricsRequest, _now: Timestamp) -> Result<ScalingMetrics, Self::Error> {
-        lock(&self.by_target).get(&request.target).cloned().unwrap_or_else(|| Err(InMemoryError::NotFound(request.target.clone())))
+    async fn get_scaling_metrics(
+        &self,
+        request: &MetricsRequest,
+        _now: Timestamp,
+    ) -> Result<ScalingMetrics, Self::Error> {
+        lock(&self.by_target)
+            .get(&request.target)
+            .cloned()
+            .unwrap_or_else(|| Err(InMemoryError::NotFound(request.target.clone())))
     }
 }
 
@@ -311,7 +337,12 @@ impl AdjustReplicas for InMemoryReplicas {
         self.get(target).map(CurrentScale::new).ok_or_else(|| InMemoryError::NotFound(target.clone()))
     }
 
-    async fn adjust_replicas(&self, target: &TargetId, _: Option<&ScaleTargetRef>, replicas: i32) -> Result<(), Self::Error> {
+    async fn adjust_replicas(
+        &self,
+        target: &TargetId,
+        _: Option<&ScaleTargetRef>,
+        replicas: i32,
+    ) -> Result<(), Self::Error> {
         if let Some(why) = lock(&self.fail_writes).clone() {
             return Err(InMemoryError::Injected(why));
         }

@@ -114,7 +114,10 @@ impl StepExpectation {
         if let Some(want) = &self.winning_rule
             && Some(want) != decision.winning_rule.as_ref()
         {
-            out.push(format!("expected winningRule {want}, got {}", decision.winning_rule.as_deref().unwrap_or("none")));
+            out.push(format!(
+                "expected winningRule {want}, got {}",
+                decision.winning_rule.as_deref().unwrap_or("none")
+            ));
         }
         out
     }
@@ -262,7 +265,10 @@ impl Scenario {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            ScenarioError::Malformed { path: if path == "." { "(document)".into() } else { path }, reason: e.inner().to_string() }
+            ScenarioError::Malformed {
+                path: if path == "." { "(document)".into() } else { path },
+                reason: e.inner().to_string(),
+            }
         })?;
         let (policy, resolved) = policy_from_value(raw.policy).map_err(|PolicyErrors(errors)| {
             // Paths of a bare spec start with `spec.`; keep them under `policy`.
@@ -275,7 +281,10 @@ impl Scenario {
 
     fn check(&self) -> Result<(), ScenarioError> {
         if self.steps.is_empty() {
-            return Err(ScenarioError::Malformed { path: "steps".into(), reason: "no steps: give at least one".into() });
+            return Err(ScenarioError::Malformed {
+                path: "steps".into(),
+                reason: "no steps: give at least one".into(),
+            });
         }
         let rule_keys: Vec<&str> = self.resolved.rules.iter().map(|r| r.key.as_str()).collect();
         let known = |k: &str| rule_keys.contains(&k) || k.parse::<Metric>().is_ok();
@@ -283,10 +292,18 @@ impl Scenario {
         let mut last_at = f64::NEG_INFINITY;
         for (i, s) in self.steps.iter().enumerate() {
             if !s.at.is_finite() || s.at < 0.0 {
-                return Err(step_err(i, ".at".into(), format!("must be a finite number of seconds >= 0, got {}", s.at)));
+                return Err(step_err(
+                    i,
+                    ".at".into(),
+                    format!("must be a finite number of seconds >= 0, got {}", s.at),
+                ));
             }
             if s.at < last_at {
-                return Err(step_err(i, ".at".into(), format!("{} is earlier than the previous step's {last_at}", s.at)));
+                return Err(step_err(
+                    i,
+                    ".at".into(),
+                    format!("{} is earlier than the previous step's {last_at}", s.at),
+                ));
             }
             last_at = s.at;
             if i == 0 && s.current_replicas.is_none() {
