@@ -45,6 +45,9 @@
 
 mod decision;
 mod engine;
+#[cfg(feature = "arbitrary")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metric;
 mod observation;
 mod policy;
