@@ -1,0 +1,827 @@
+//! A strict, zero-copy parser for the Prometheus text exposition format (0.0.4) and the
+//! parts of OpenMetrics 1.0 text that exporters emit.
+//!
+//! What it accepts: `# HELP`, `# TYPE` and `# UNIT` lines, other `#` comments (ignored),
+//! blank lines, `\r\n` line ends, label values with `\\`, `\"` and `\n` escapes, a trailing
+//! comma in a label set, `+Inf`/`-Inf`/`NaN` values, integer (milliseconds) or float
+//! (OpenMetrics seconds) timestamps, OpenMetrics exemplars (`# {trace_id="..."} 1.0`, checked
+//! and dropped), `_created` series, the Prometheus 3 quoted UTF-8 names
+//! (`{"my.metric", a="b"} 1`), and a final `# EOF`.
+//!
+//! What it rejects, with the line and column: a malformed name, label or value, an unknown
+//! escape in a label value, a duplicate label name, an unknown `# TYPE`, a second `# TYPE`
+//! for one family, anything but blank lines after `# EOF`, and trailing garbage.
+//!
+//! The result borrows from the input: names and label values are `&str` slices of it
+//! unless an escape forced a copy.
+//!
+//! ```
+//! use vllm_scaling_prom::exposition::{parse, MetricType};
+//!
+//! let page = "# TYPE vllm:num_requests_waiting gauge\n\
+//!             vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 3.0\n";
+//! let exposition = parse(page).expect("valid exposition");
+//! assert_eq!(exposition.metric_type("vllm:num_requests_waiting"), Some(MetricType::Gauge));
+//! let sample = exposition.samples().next().expect("one sample");
+//! assert_eq!(sample.label("engine"), Some("0"));
+//! assert_eq!(sample.value, 3.0);
+//!
+//! let err = parse("ok 1\nbroken{le=\"1\" 2\n").unwrap_err();
+//! assert_eq!(err.line, 2);
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The type a `# TYPE` line declares for a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetricType {
+    /// `counter`
+    Counter,
+    /// `gauge`
+    Gauge,
+    /// `histogram`
+    Histogram,
+    /// `summary`
+    Summary,
+    /// `untyped` (text format)
+    Untyped,
+    /// `unknown` (OpenMetrics)
+    Unknown,
+    /// `info` (OpenMetrics)
+    Info,
+    /// `stateset` (OpenMetrics)
+    StateSet,
+    /// `gaugehistogram` (OpenMetrics)
+    GaugeHistogram,
+}
+
+impl MetricType {
+    fn from_word(word: &str) -> Option<Self> {
+        Some(match word {
+            "counter" => Self::Counter,
+            "gauge" => Self::Gauge,
+            "histogram" => Self::Histogram,
+            "summary" => Self::Summary,
+            "untyped" => Self::Untyped,
+            "unknown" => Self::Unknown,
+            "info" => Self::Info,
+            "stateset" => Self::StateSet,
+            "gaugehistogram" => Self::GaugeHistogram,
+            _ => return None,
+        })
+    }
+
+    /// The word used on a `# TYPE` line.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+            Self::Summary => "summary",
+            Self::Untyped => "untyped",
+            Self::Unknown => "unknown",
+            Self::Info => "info",
+            Self::StateSet => "stateset",
+            Self::GaugeHistogram => "gaugehistogram",
+        }
+    }
+}
+
+impl fmt::Display for MetricType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One label of a sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label<'a> {
+    /// The label name.
+    pub name: Cow<'a, str>,
+    /// The label value, unescaped.
+    pub value: Cow<'a, str>,
+}
+
+/// A `# HELP`, `# TYPE` or `# UNIT` line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metadata<'a> {
+    /// The metric family the line is about.
+    pub family: Cow<'a, str>,
+    /// What the line says.
+    pub kind: MetadataKind<'a>,
+    /// The 1-based line number.
+    pub line: usize,
+}
+
+/// What a metadata line says.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum MetadataKind<'a> {
+    /// `# HELP`: the help text, unescaped.
+    Help(Cow<'a, str>),
+    /// `# TYPE`.
+    Type(MetricType),
+    /// `# UNIT` (OpenMetrics).
+    Unit(&'a str),
+}
+
+#[derive(Clone, Debug)]
+struct RawSample<'a> {
+    name: Cow<'a, str>,
+    labels_start: u32,
+    labels_end: u32,
+    value: f64,
+    timestamp: Option<f64>,
+    line: u32,
+}
+
+/// One sample line, borrowed from an [`Exposition`].
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'e, 'a> {
+    /// The series name (`vllm:time_to_first_token_seconds_bucket`).
+    pub name: &'e str,
+    /// Its labels, in the order written.
+    pub labels: &'e [Label<'a>],
+    /// The value (may be NaN or infinite).
+    pub value: f64,
+    /// The timestamp as written: milliseconds in the text format, seconds in OpenMetrics.
+    pub timestamp: Option<f64>,
+    /// The 1-based line number.
+    pub line: usize,
+}
+
+impl<'e> Sample<'e, '_> {
+    /// The value of label `name`, if the sample has it.
+    #[must_use]
+    pub fn label(&self, name: &str) -> Option<&'e str> {
+        self.labels.iter().find(|l| l.name == name).map(|l| &*l.value)
+    }
+}
+
+/// A parsed exposition page: its samples and metadata lines.
+#[derive(Clone, Debug, Default)]
+pub struct Exposition<'a> {
+    samples: Vec<RawSample<'a>>,
+    labels: Vec<Label<'a>>,
+    metadata: Vec<Metadata<'a>>,
+    eof: bool,
+}
+
+impl<'a> Exposition<'a> {
+    /// Every sample, in page order.
+    pub fn samples(&self) -> impl ExactSizeIterator<Item = Sample<'_, 'a>> + '_ {
+        self.samples.iter().map(|s| self.view(s))
+    }
+
+    /// The samples whose series name is exactly `name`.
+    pub fn samples_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = Sample<'s, 'a>> + 's {
+        self.samples.iter().filter(move |s| s.name == name).map(|s| self.view(s))
+    }
+
+    fn view<'s>(&'s self, s: &'s RawSample<'a>) -> Sample<'s, 'a> {
+        Sample {
+            name: &s.name,
+            labels: &self.labels[s.labels_start as usize..s.labels_end as usize],
+            value: s.value,
+            timestamp: s.timestamp,
+            line: s.line as usize,
+        }
+    }
+
+    /// The number of samples.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether the page has no samples.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The `# HELP`, `# TYPE` and `# UNIT` lines, in page order.
+    #[must_use]
+    pub fn metadata(&self) -> &[Metadata<'a>] {
+        &self.metadata
+    }
+
+    /// The type declared for a family, if a `# TYPE` line names it.
+    #[must_use]
+    pub fn metric_type(&self, family: &str) -> Option<MetricType> {
+        self.metadata.iter().find_map(|m| match m.kind {
+            MetadataKind::Type(t) if m.family == family => Some(t),
+            _ => None,
+        })
+    }
+
+    /// The help text of a family, if a `# HELP` line names it.
+    #[must_use]
+    pub fn help(&self, family: &str) -> Option<&str> {
+        self.metadata.iter().find_map(|m| match &m.kind {
+            MetadataKind::Help(h) if m.family == family => Some(&**h),
+            _ => None,
+        })
+    }
+
+    /// Whether the page ended with OpenMetrics' `# EOF`.
+    #[must_use]
+    pub fn has_eof(&self) -> bool {
+        self.eof
+    }
+}
+
+/// Why a page could not be parsed, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {kind} (line: `{excerpt}`)")]
+pub struct ParseError {
+    /// The 1-based line number.
+    pub line: usize,
+    /// The 1-based column (in bytes) where the problem was found.
+    pub column: usize,
+    /// What is wrong.
+    pub kind: ParseErrorKind,
+    /// The offending line, cut to 80 characters.
+    pub excerpt: String,
+}
+
+/// What is wrong with a line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseErrorKind {
+    /// A metric name was expected.
+    #[error("expected a metric name ([a-zA-Z_:][a-zA-Z0-9_:]* or a quoted string)")]
+    ExpectedMetricName,
+    /// A label name was expected.
+    #[error("expected a label name ([a-zA-Z_][a-zA-Z0-9_]* or a quoted string)")]
+    ExpectedLabelName,
+    /// A specific character was expected.
+    #[error("expected {expected}, found {found}")]
+    Expected {
+        /// What was expected.
+        expected: &'static str,
+        /// What was found.
+        found: String,
+    },
+    /// A quoted string does not end on its line.
+    #[error("unterminated quoted string")]
+    UnterminatedString,
+    /// A backslash escape other than `\\`, `\"` or `\n`.
+    #[error("invalid escape `\\{0}` (only \\\\, \\\" and \\n are allowed)")]
+    InvalidEscape(char),
+    /// The same label appears twice in one sample.
+    #[error("duplicate label `{0}`")]
+    DuplicateLabel(String),
+    /// The sample value is not a number.
+    #[error("invalid value `{0}`: not a float, +Inf, -Inf or NaN")]
+    InvalidValue(String),
+    /// The timestamp is not a number.
+    #[error("invalid timestamp `{0}`")]
+    InvalidTimestamp(String),
+    /// An unknown `# TYPE`.
+    #[error("unknown metric type `{0}`")]
+    UnknownType(String),
+    /// A second `# TYPE` line for the same family.
+    #[error("second TYPE line for `{family}` (first on line {first_line})")]
+    DuplicateType {
+        /// The family.
+        family: String,
+        /// The line of the first `# TYPE`.
+        first_line: usize,
+    },
+    /// Content after `# EOF`.
+    #[error("content after `# EOF`")]
+    ContentAfterEof,
+    /// Unexpected characters at the end of a line.
+    #[error("unexpected `{0}` after the sample")]
+    TrailingCharacters(String),
+    /// The page has more samples or labels than this parser indexes (2^32).
+    #[error("too many samples or labels")]
+    TooLarge,
+}
+
+/// Parses a whole page.
+///
+/// # Errors
+/// The first malformed line, with its number, column and what is wrong.
+pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
+    let mut out = Exposition {
+        samples: Vec::with_capacity(text.len() / 64),
+        labels: Vec::with_capacity(text.len() / 32),
+        metadata: Vec::new(),
+        eof: false,
+    };
+    let bytes = text.as_bytes();
+    let mut pos = 0usize;
+    let mut line_no = 0usize;
+    while pos < bytes.len() {
+        line_no += 1;
+        let end = memchr::memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
+        let mut line = &text[pos..end];
+        if let Some(stripped) = line.strip_suffix('\r') {
+            line = stripped;
+        }
+        pos = end + 1;
+        let mut p = LineParser { line, b: line.as_bytes(), i: 0, line_no };
+        p.skip_ws();
+        if p.at_end() {
+            continue;
+        }
+        if out.eof {
+            return Err(p.err(ParseErrorKind::ContentAfterEof));
+        }
+        if p.peek() == Some(b'#') {
+            p.comment(&mut out)?;
+        } else {
+            p.sample(&mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+struct LineParser<'a> {
+    line: &'a str,
+    b: &'a [u8],
+    i: usize,
+    line_no: usize,
+}
+
+fn is_name_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c == b':'
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+
+fn is_label_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
+}
+
+fn is_label_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+impl<'a> LineParser<'a> {
+    fn err(&self, kind: ParseErrorKind) -> ParseError {
+        let excerpt: String = self.line.chars().take(80).collect();
+        ParseError { line: self.line_no, column: self.i + 1, kind, excerpt }
+    }
+
+    fn found(&self) -> String {
+        match self.line[self.i.min(self.line.len())..].chars().next() {
+            None => "end of line".to_owned(),
+            Some(c) => format!("`{c}`"),
+        }
+    }
+
+    fn expected(&self, expected: &'static str) -> ParseError {
+        self.err(ParseErrorKind::Expected { expected, found: self.found() })
+    }
+
+    fn at_end(&self) -> bool {
+        self.i >= self.b.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) -> usize {
+        let start = self.i;
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// A run of characters accepted by `cont`, starting with one accepted by `start`.
+    fn ident(&mut self, start: fn(u8) -> bool, cont: fn(u8) -> bool) -> Option<&'a str> {
+        let s = self.i;
+        if !self.peek().is_some_and(start) {
+            return None;
+        }
+        self.i += 1;
+        while self.peek().is_some_and(cont) {
+            self.i += 1;
+        }
+        Some(&self.line[s..self.i])
+    }
+
+    /// A token up to the next space, tab or end of line.
+    fn token(&mut self) -> &'a str {
+        let s = self.i;
+        while let Some(c) = self.peek() {
+            if c == b' ' || c == b'\t' {
+                break;
+            }
+            self.i += 1;
+        }
+        &self.line[s..self.i]
+    }
+
+    /// A double-quoted string starting at the current `"`, unescaped.
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ParseError> {
+        debug_assert_eq!(self.peek(), Some(b'"'));
+        self.i += 1;
+        let start = self.i;
+        let rest = &self.b[start..];
+        match memchr::memchr2(b'"', b'\\', rest) {
+            None => {
+                self.i = self.b.len();
+                Err(self.err(ParseErrorKind::UnterminatedString))
+            }
+            Some(k) if rest[k] == b'"' => {
+                self.i = start + k + 1;
+                Ok(Cow::Borrowed(&self.line[start..start + k]))
+            }
+            Some(k) => {
+                let mut owned = String::with_capacity(k + 16);
+                owned.push_str(&self.line[start..start + k]);
+                self.i = start + k;
+                loop {
+                    match self.peek() {
+                        None => return Err(self.err(ParseErrorKind::UnterminatedString)),
+                        Some(b'"') => {
+                            self.i += 1;
+                            return Ok(Cow::Owned(owned));
+                        }
+                        Some(b'\\') => {
+                            self.i += 1;
+                            match self.peek() {
+                                Some(b'\\') => owned.push('\\'),
+                                Some(b'"') => owned.push('"'),
+                                Some(b'n') => owned.push('\n'),
+                                None => return Err(self.err(ParseErrorKind::UnterminatedString)),
+                                Some(_) => {
+                                    let c = self.line[self.i..].chars().next().unwrap_or('?');
+                                    return Err(self.err(ParseErrorKind::InvalidEscape(c)));
+                                }
+                            }
+                            self.i += 1;
+                        }
+                        Some(_) => {
+                            let run = &self.b[self.i..];
+                            let k = memchr::memchr2(b'"', b'\\', run).unwrap_or(run.len());
+                            owned.push_str(&self.line[self.i..self.i + k]);
+                            self.i += k;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn comment(&mut self, out: &mut Exposition<'a>) -> Result<(), ParseError> {
+        self.i += 1; // '#'
+        if self.skip_ws() == 0 {
+            return Ok(()); // `#comment`: not a metadata line
+        }
+        let word_start = self.i;
+        let word = self.token();
+        let kind = match word {
+            "HELP" | "TYPE" | "UNIT" => word,
+            "EOF" => {
+                self.skip_ws();
+                if self.at_end() {
+                    out.eof = true;
+                }
+                return Ok(());
+            }
+            _ => return Ok(()), // an ordinary comment
+        };
+        if self.skip_ws() == 0 {
+            // `# HELP` alone: the format requires a name.
+            self.i = word_start + word.len();
+            return Err(self.err(ParseErrorKind::ExpectedMetricName));
+        }
+        let family: Cow<'a, str> = if self.peek() == Some(b'"') {
+            self.quoted()?
+        } else {
+            Cow::Borrowed(
+                self.ident(is_name_start, is_name_char).ok_or_else(|| self.err(ParseErrorKind::ExpectedMetricName))?,
+            )
+        };
+        let has_space = self.skip_ws() > 0;
+        if !has_space && !self.at_end() {
+            return Err(self.expected("a space after the metric name"));
+        }
+        let line = self.line_no;
+        let rest = &self.line[self.i..];
+        let kind = match kind {
+            "HELP" => MetadataKind::Help(unescape_help(rest)),
+            "UNIT" => MetadataKind::Unit(rest.trim_end()),
+            _ => {
+                let word = rest.trim_end();
+                let t =
+                    MetricType::from_word(word).ok_or_else(|| self.err(ParseErrorKind::UnknownType(word.into())))?;
+                if let Some(first) =
+                    out.metadata.iter().find(|m| matches!(m.kind, MetadataKind::Type(_)) && m.family == family)
+                {
+                    return Err(
+                        self.err(ParseErrorKind::DuplicateType { family: family.into_owned(), first_line: first.line })
+                    );
+                }
+                MetadataKind::Type(t)
+            }
+        };
+        out.metadata.push(Metadata { family, kind, line });
+        Ok(())
+    }
+
+    fn sample(&mut self, out: &mut Exposition<'a>) -> Result<(), ParseError> {
+        let labels_start = out.labels.len();
+        let mut name: Option<Cow<'a, str>> = self.ident(is_name_start, is_name_char).map(Cow::Borrowed);
+        if name.is_none() && self.peek() != Some(b'{') {
+            return Err(self.err(ParseErrorKind::ExpectedMetricName));
+        }
+        if self.peek() == Some(b'{') {
+            self.label_set(out, &mut name)?;
+        }
+        let Some(name) = name else {
+            return Err(self.err(ParseErrorKind::ExpectedMetricName));
+        };
+        if self.skip_ws() == 0 {
+            return Err(if self.at_end() {
+                self.expected("a value")
+            } else {
+                self.expected("a space before the value")
+            });
+        }
+        let value = self.number(ParseErrorKind::InvalidValue)?;
+        let mut timestamp = None;
+        if self.skip_ws() > 0 && !self.at_end() && self.peek() != Some(b'#') {
+            timestamp = Some(self.number(ParseErrorKind::InvalidTimestamp)?);
+            self.skip_ws();
+        }
+        if self.peek() == Some(b'#') {
+            self.exemplar()?;
+        }
+        if !self.at_end() {
+            let rest: String = self.line[self.i..].chars().take(20).collect();
+            return Err(self.err(ParseErrorKind::TrailingCharacters(rest)));
+        }
+        let labels_end = out.labels.len();
+        let (Ok(labels_start), Ok(labels_end), Ok(line)) =
+            (u32::try_from(labels_start), u32::try_from(labels_end), u32::try_from(self.line_no))
+        else {
+            return Err(self.err(ParseErrorKind::TooLarge));
+        };
+        out.samples.push(RawSample { name, labels_start, labels_end, value, timestamp, line });
+        Ok(())
+    }
+
+    /// `{name="value",...}`; a leading quoted string without `=` is the metric name
+    /// (Prometheus 3 UTF-8 names) and fills `name` when it is still empty.
+    fn label_set(&mut self, out: &mut Exposition<'a>, name: &mut Option<Cow<'a, str>>) -> Result<(), ParseError> {
+        let first = out.labels.len();
+        self.i += 1; // '{'
+        let mut first_item = true;
+        loop {
+            self.skip_ws();
+            if self.peek() == Some(b'}') {
+                self.i += 1;
+                return Ok(());
+            }
+            let label_name: Cow<'a, str> = if self.peek() == Some(b'"') {
+                let quoted = self.quoted()?;
+                self.skip_ws();
+                if first_item && name.is_none() && matches!(self.peek(), Some(b',' | b'}')) {
+                    *name = Some(quoted);
+                    first_item = false;
+                    if self.peek() == Some(b',') {
+                        self.i += 1;
+                    }
+                    continue;
+                }
+                quoted
+            } else {
+                Cow::Borrowed(
+                    self.ident(is_label_start, is_label_char)
+                        .ok_or_else(|| self.err(ParseErrorKind::ExpectedLabelName))?,
+                )
+            };
+            first_item = false;
+            self.skip_ws();
+            if self.peek() != Some(b'=') {
+                return Err(self.expected("`=` after the label name"));
+            }
+            self.i += 1;
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.expected("`\"` to open the label value"));
+            }
+            let name_col = self.i;
+            let value = self.quoted()?;
+            if out.labels[first..].iter().any(|l| l.name == label_name) {
+                self.i = name_col;
+                return Err(self.err(ParseErrorKind::DuplicateLabel(label_name.into_owned())));
+            }
+            out.labels.push(Label { name: label_name, value });
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {}
+                _ => return Err(self.expected("`,` or `}` after the label value")),
+            }
+        }
+    }
+
+    fn number(&mut self, kind: fn(String) -> ParseErrorKind) -> Result<f64, ParseError> {
+        let start = self.i;
+        let tok = self.token();
+        parse_float(tok).ok_or_else(|| {
+            self.i = start;
+            self.err(kind(tok.chars().take(40).collect()))
+        })
+    }
+
+    /// An OpenMetrics exemplar: `# {labels} value [timestamp]`. Checked, then dropped.
+    fn exemplar(&mut self) -> Result<(), ParseError> {
+        self.i += 1; // '#'
+        self.skip_ws();
+        if self.peek() != Some(b'{') {
+            return Err(self.expected("`{` to open an exemplar's labels"));
+        }
+        let mut scratch = Exposition::default();
+        let mut no_name = Some(Cow::Borrowed(""));
+        self.label_set(&mut scratch, &mut no_name)?;
+        if self.skip_ws() == 0 {
+            return Err(self.expected("a space before the exemplar value"));
+        }
+        self.number(ParseErrorKind::InvalidValue)?;
+        if self.skip_ws() > 0 && !self.at_end() {
+            self.number(ParseErrorKind::InvalidTimestamp)?;
+            self.skip_ws();
+        }
+        Ok(())
+    }
+}
+
+/// A sample value or timestamp. Rust's float syntax covers what exporters print with Go's
+/// `strconv.FormatFloat` and Python's `repr` (`1`, `-2.5e-3`, `+Inf`, `-Inf`, `NaN`), and
+/// is case-insensitive for the special values as Go's `ParseFloat` is.
+fn parse_float(tok: &str) -> Option<f64> {
+    tok.parse::<f64>().ok()
+}
+
+fn unescape_help(text: &str) -> Cow<'_, str> {
+    if !text.contains('\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('\\') => out.push('\\'),
+            // OpenMetrics also escapes quotes in HELP text.
+            Some('"') => out.push('"'),
+            // HELP text defines no other escape; keep anything else as written.
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> (String, Vec<(String, String)>, f64, Option<f64>) {
+        let e = parse(text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+        assert_eq!(e.len(), 1, "{text:?}");
+        let s = e.samples().next().unwrap();
+        let labels = s.labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
+        (s.name.to_owned(), labels, s.value, s.timestamp)
+    }
+
+    fn err(text: &str) -> ParseError {
+        match parse(text) {
+            Ok(e) => panic!("{text:?} parsed into {} samples", e.len()),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn plain_and_labelled_samples() {
+        assert_eq!(one("up 1"), ("up".into(), vec![], 1.0, None));
+        assert_eq!(one("a:b_c 2.5e-3 1700000000000\n").3, Some(1.7e12));
+        let (_, labels, v, _) = one("x{a=\"1\", b = \"two\" ,} -3");
+        assert_eq!(labels, vec![("a".into(), "1".into()), ("b".into(), "two".into())]);
+        assert_eq!(v, -3.0);
+        assert_eq!(one("x{} 0").1, vec![]);
+        assert_eq!(one("  x\t7\t").2, 7.0);
+    }
+
+    #[test]
+    fn special_values() {
+        assert_eq!(one("x +Inf").2, f64::INFINITY);
+        assert_eq!(one("x -Inf").2, f64::NEG_INFINITY);
+        assert!(one("x NaN").2.is_nan());
+        assert!(one("x nan").2.is_nan());
+        assert_eq!(one("x{le=\"+Inf\"} 3").1[0].1, "+Inf");
+    }
+
+    #[test]
+    fn escapes_are_unescaped_and_borrowed_when_absent() {
+        let text = r#"x{path="C:\\dir",q="say \"hi\"",nl="a\nb",plain="v"} 1"#;
+        let e = parse(text).unwrap();
+        let s = e.samples().next().unwrap();
+        assert_eq!(s.label("path"), Some("C:\\dir"));
+        assert_eq!(s.label("q"), Some("say \"hi\""));
+        assert_eq!(s.label("nl"), Some("a\nb"));
+        assert!(matches!(s.labels[3].value, Cow::Borrowed("v")));
+    }
+
+    #[test]
+    fn metadata_lines() {
+        let text = "# HELP x Line one\\nline two \\\\ done\n# TYPE x counter\n# UNIT x seconds\n# just a comment\n#nospace\nx_total 1\n";
+        let e = parse(text).unwrap();
+        assert_eq!(e.help("x"), Some("Line one\nline two \\ done"));
+        assert_eq!(e.metric_type("x"), Some(MetricType::Counter));
+        assert_eq!(e.metadata().len(), 3);
+        assert_eq!(e.metadata()[2].kind, MetadataKind::Unit("seconds"));
+        assert_eq!(e.len(), 1);
+        // HELP with no text (dcgm-exporter emits these).
+        assert_eq!(parse("# HELP DCGM_FI_DEV_COUNT\n").unwrap().help("DCGM_FI_DEV_COUNT"), Some(""));
+    }
+
+    #[test]
+    fn openmetrics_eof_exemplars_and_float_timestamps() {
+        let text = "# TYPE foo counter\nfoo_total 17.0 1520879607.789 # {trace_id=\"KOO5S4vxi0o\"} 0.67\nfoo_created 1520430000.123\n# EOF\n";
+        let e = parse(text).unwrap();
+        assert!(e.has_eof());
+        assert_eq!(e.len(), 2);
+        assert_eq!(e.samples().next().unwrap().timestamp, Some(1_520_879_607.789));
+        assert_eq!(parse("a 1 # {x=\"y\"} 2 3\n").unwrap().len(), 1);
+        assert_eq!(err("# EOF\na 1\n").kind, ParseErrorKind::ContentAfterEof);
+        assert!(parse("# EOF\n\n").unwrap().has_eof());
+        assert!(matches!(err("a 1 # x 2").kind, ParseErrorKind::Expected { .. }));
+    }
+
+    #[test]
+    fn utf8_quoted_names() {
+        let (name, labels, ..) = one(r#"{"my.metric", "weird label"="v", a="b"} 1"#);
+        assert_eq!(name, "my.metric");
+        assert_eq!(labels, vec![("weird label".into(), "v".into()), ("a".into(), "b".into())]);
+        let e = parse("# TYPE \"my.metric\" gauge\n").unwrap();
+        assert_eq!(e.metric_type("my.metric"), Some(MetricType::Gauge));
+    }
+
+    #[test]
+    fn crlf_and_blank_lines() {
+        let e = parse("a 1\r\n\r\n\nb 2\r\n").unwrap();
+        assert_eq!(e.samples().map(|s| s.name).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(e.samples().nth(1).unwrap().line, 4);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_column() {
+        let e = err("a 1\nb{x=\"1\" 2\n");
+        assert_eq!((e.line, e.column), (2, 9));
+        assert!(e.to_string().contains("line 2, column 9"), "{e}");
+        assert!(e.to_string().contains("`,` or `}`"), "{e}");
+
+        assert!(matches!(err("a").kind, ParseErrorKind::Expected { expected: "a value", .. }));
+        assert!(matches!(err("a{x=\"1\"}").kind, ParseErrorKind::Expected { .. }));
+        assert_eq!(err("a one").kind, ParseErrorKind::InvalidValue("one".into()));
+        assert_eq!(err("a 1 soon").kind, ParseErrorKind::InvalidTimestamp("soon".into()));
+        assert!(matches!(err("a 1 2 3").kind, ParseErrorKind::TrailingCharacters(_)));
+        assert_eq!(err("1a 2").kind, ParseErrorKind::ExpectedMetricName);
+        assert_eq!(err("a{1=\"x\"} 2").kind, ParseErrorKind::ExpectedLabelName);
+        assert!(matches!(err("a{x 2").kind, ParseErrorKind::Expected { .. }));
+        assert!(matches!(err("a{x=1} 2").kind, ParseErrorKind::Expected { .. }));
+        assert_eq!(err("a{x=\"1} 2").kind, ParseErrorKind::UnterminatedString);
+        assert_eq!(err("a{x=\"\\t\"} 2").kind, ParseErrorKind::InvalidEscape('t'));
+        assert_eq!(err("a{x=\"1\",x=\"2\"} 2").kind, ParseErrorKind::DuplicateLabel("x".into()));
+        assert_eq!(err("# TYPE a gauges").kind, ParseErrorKind::UnknownType("gauges".into()));
+        assert!(matches!(
+            err("# TYPE a gauge\n# TYPE a gauge").kind,
+            ParseErrorKind::DuplicateType { first_line: 1, .. }
+        ));
+        assert_eq!(err("# HELP").kind, ParseErrorKind::ExpectedMetricName);
+        assert_eq!(err("# TYPE 9x gauge").kind, ParseErrorKind::ExpectedMetricName);
+        assert_eq!(err("{} 1").kind, ParseErrorKind::ExpectedMetricName);
+        assert!(matches!(err("a\"b 1").kind, ParseErrorKind::Expected { .. }));
+    }
+
+    #[test]
+    fn errors_never_panic_on_multibyte_text() {
+        for text in ["é 1", "a{é=\"1\"} 2", "a{x=\"é\\é\"} 1", "a 1 é", "a é", "# TYPE a é", "a{x=\"1\"}é"] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        assert_eq!(one("a{x=\"é\"} 1").1[0].1, "é");
+    }
+}
