@@ -222,7 +222,11 @@ pub trait GpuDevices: Send + Sync {
     ///
     /// # Errors
     /// [`DeviceError::NotSupported`] for devices that do not report utilization (MIG).
-    fn utilization_samples(&self, device: DeviceRef, after_us: Option<u64>) -> Result<Vec<UtilizationSample>, DeviceError>;
+    fn utilization_samples(
+        &self,
+        device: DeviceRef,
+        after_us: Option<u64>,
+    ) -> Result<Vec<UtilizationSample>, DeviceError>;
 
     /// The processes with a compute context on the device.
     ///

@@ -282,7 +282,11 @@ impl GpuDevices for FakeGpus {
         Self::check(&state, device, FakeCall::Memory).map(|d| d.memory)
     }
 
-    fn utilization_samples(&self, device: DeviceRef, after_us: Option<u64>) -> Result<Vec<UtilizationSample>, DeviceError> {
+    fn utilization_samples(
+        &self,
+        device: DeviceRef,
+        after_us: Option<u64>,
+    ) -> Result<Vec<UtilizationSample>, DeviceError> {
         let mut state = self.state();
         state.utilization_queries.push((device, after_us));
         let d = Self::check(&state, device, FakeCall::Utilization)?;

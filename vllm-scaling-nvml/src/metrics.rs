@@ -166,7 +166,10 @@ impl<D: GpuDevices> NvmlMetrics<D> {
             for rule in &rules {
                 out.failures.insert(
                     rule.key.clone(),
-                    format!("the NVML source reads the GPUs of the target's pods, and the request for {} lists no pods", request.target),
+                    format!(
+                        "the NVML source reads the GPUs of the target's pods, and the request for {} lists no pods",
+                        request.target
+                    ),
                 );
             }
             return Ok(out);
@@ -193,7 +196,8 @@ impl<D: GpuDevices> NvmlMetrics<D> {
                 }
             }
             if let Some(first) = failed.first() {
-                let more = if failed.len() > 1 { format!(" (and {} more pods)", failed.len() - 1) } else { String::new() };
+                let more =
+                    if failed.len() > 1 { format!(" (and {} more pods)", failed.len() - 1) } else { String::new() };
                 out.failures.insert(rule.key.clone(), format!("{first}{more}"));
             } else if found == 0 {
                 let seen: Vec<String> = pods.iter().map(|p| format!("{}/{}", p.pod.namespace, p.pod.name)).collect();
@@ -236,7 +240,11 @@ fn value(metric: Metric, pod: &PodGpus) -> Result<f64, String> {
 impl<D: GpuDevices> GetScalingMetrics for NvmlMetrics<D> {
     type Error = Error;
 
-    async fn get_scaling_metrics(&self, request: &MetricsRequest, now: Timestamp) -> Result<ScalingMetrics, Self::Error> {
+    async fn get_scaling_metrics(
+        &self,
+        request: &MetricsRequest,
+        now: Timestamp,
+    ) -> Result<ScalingMetrics, Self::Error> {
         self.read(request, now)
     }
 }

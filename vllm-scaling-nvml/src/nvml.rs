@@ -107,7 +107,9 @@ impl NvmlDevices {
 fn unavailable(library: &str, e: NvmlError) -> DeviceError {
     let hint = match &e {
         NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound => NVML_INSTALL_HINT.to_owned(),
-        NvmlError::DriverNotLoaded => "the NVIDIA kernel driver is not loaded: check `nvidia-smi` on the node".to_owned(),
+        NvmlError::DriverNotLoaded => {
+            "the NVIDIA kernel driver is not loaded: check `nvidia-smi` on the node".to_owned()
+        }
         NvmlError::NoPermission => {
             "no permission to use the GPUs: the process needs access to /dev/nvidiactl and /dev/nvidia*".to_owned()
         }
@@ -185,7 +187,11 @@ impl GpuDevices for NvmlDevices {
         })
     }
 
-    fn utilization_samples(&self, device: DeviceRef, after_us: Option<u64>) -> Result<Vec<UtilizationSample>, DeviceError> {
+    fn utilization_samples(
+        &self,
+        device: DeviceRef,
+        after_us: Option<u64>,
+    ) -> Result<Vec<UtilizationSample>, DeviceError> {
         self.with_handle("nvmlDeviceGetSamples", device, |h| match h.samples(Sampling::GpuUtilization, after_us) {
             Ok(samples) => Ok(samples
                 .iter()

@@ -79,7 +79,8 @@ fn is_uuid(s: &str) -> bool {
 /// `<id>` (cgroupfs), `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope`.
 fn container_id_in(segment: &str) -> Option<String> {
     let seg = segment.strip_suffix(".scope").unwrap_or(segment);
-    let id = ["cri-containerd-", "crio-", "docker-", "containerd-"].iter().find_map(|p| seg.strip_prefix(p)).unwrap_or(seg);
+    let id =
+        ["cri-containerd-", "crio-", "docker-", "containerd-"].iter().find_map(|p| seg.strip_prefix(p)).unwrap_or(seg);
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
 
@@ -340,7 +341,10 @@ mod tests {
             Attribution::UnknownPod { uid: other.into() }
         );
         // Missing directories read as empty, not as an error.
-        assert_eq!(PodDirectory::from_kubelet_logs(&tmp.path().join("x"), &tmp.path().join("y")).unwrap().pod_count(), 0);
+        assert_eq!(
+            PodDirectory::from_kubelet_logs(&tmp.path().join("x"), &tmp.path().join("y")).unwrap().pod_count(),
+            0
+        );
     }
 
     #[test]
@@ -353,7 +357,9 @@ mod tests {
         let mut dir = PodDirectory::new();
         dir.insert_pod(PodRef { namespace: "ns".into(), name: "p".into(), uid: UID.into() });
         let proc = ProcCgroups::new(tmp.path());
-        assert!(matches!(proc.attribute(4242, &dir), Attribution::Pod(c) if c.pod.name == "p" && c.container.is_none()));
+        assert!(
+            matches!(proc.attribute(4242, &dir), Attribution::Pod(c) if c.pod.name == "p" && c.container.is_none())
+        );
         assert_eq!(proc.attribute(1, &dir), Attribution::NotAPod);
         let Attribution::Unreadable { reason } = proc.attribute(999, &dir) else { panic!("expected unreadable") };
         assert!(reason.contains("999/cgroup"), "{reason}");

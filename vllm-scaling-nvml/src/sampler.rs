@@ -135,7 +135,7 @@ impl Sampler {
                         history.samples.push_back((s.timestamp_us, s.percent));
                     }
                 }
-                Err(e) => history.utilization_error = Some(Unavailable::from_device(device, &e)),
+                Err(e) => history.utilization_error = Some(Unavailable::from_utilization_error(device, &e)),
             }
             while history.samples.front().is_some_and(|(t, _)| *t < horizon_us) {
                 history.samples.pop_front();
@@ -247,13 +247,27 @@ impl Sampler {
 }
 
 impl Unavailable {
+    /// Like [`Unavailable::from_device`], with the MIG case spelled out: NVML reports no
+    /// utilization for MIG devices, and the way to get one is DCGM's profiling fields.
+    fn from_utilization_error(device: DeviceRef, e: &DeviceError) -> Self {
+        match (e, device) {
+            (DeviceError::NotSupported { call, .. }, DeviceRef::Mig { .. }) => Self::NotReported {
+                device,
+                reason: format!(
+                    "NVML reports no utilization for MIG devices ({call} is not supported); read \
+                     DCGM_FI_PROF_GR_ENGINE_ACTIVE from dcgm-exporter through Prometheus for MIG"
+                ),
+            },
+            _ => Self::from_device(device, e),
+        }
+    }
+
     /// Classifies a device error: `NotSupported` on utilization means "not reported".
     pub(crate) fn from_device(device: DeviceRef, e: &DeviceError) -> Self {
         match e {
-            DeviceError::NotSupported { call, .. } => Self::NotReported {
-                device,
-                reason: format!("NVML does not support {call} on this device"),
-            },
+            DeviceError::NotSupported { call, .. } => {
+                Self::NotReported { device, reason: format!("NVML does not support {call} on this device") }
+            }
             other => Self::ReadFailed { device, reason: error_chain(other) },
         }
     }
