@@ -1,0 +1,1257 @@
+//! The reference controller: one evaluation of a `vLLMScalingPolicy` ([`reconcile`]) and
+//! the kube-runtime loop that runs it for every policy ([`run`]).
+//!
+//! # One evaluation
+//! 1. Validate the spec (`Ready=False` naming the field when it is invalid; no scaling).
+//! 2. Resolve the target: `scaleTargetRef` by name, by served model id when the name is
+//!    not an object name, or the workload annotated `autoscaler.production-stack/policy`.
+//! 3. Refuse to fight: an HPA or KEDA ScaledObject on the same object stops the policy.
+//! 4. Read the target's `/scale` (replicas, pod selector) and list its pods.
+//! 5. Gather metrics through the [`GetScalingMetrics`] port and ask the core engine.
+//! 6. Patch `/scale` when the decision says so (never the workload's spec, so the
+//!    controller does not fight GitOps or the production-stack operator), with the read
+//!    `resourceVersion` as a precondition; a `409 Conflict` is retried while the replicas
+//!    are still the ones decided on.
+//! 7. Write the status (rules, conditions, and the engine's history) and events, update
+//!    `/metrics`, and requeue at the decision's next evaluation time.
+//!
+//! A failure to read metrics, to read the scale or to write it never changes replicas: it
+//! sets a condition, publishes a Warning event and counts an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use vllm_scaling_core::{
+    Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MetricsRequest, PodInfo, PodMetrics,
+    PodPhase, ResolvedPolicy, RuleStatus, ScaleTargetRef, ScalingMetrics, TargetId, Timestamp, error_chain,
+};
+
+use crate::crd::{PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, VllmScalingPolicyResource};
+use crate::discovery::{Match, is_object_name, match_annotation, match_model, pod_info};
+use crate::error::Error;
+use crate::lease::Leadership;
+use crate::telemetry::{ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels};
+
+/// The field manager and event reporter name.
+pub const CONTROLLER_NAME: &str = "vllm-autoscaler";
+
+/// Controller-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ControllerConfig {
+    /// How often each policy is evaluated (`--sync-period`, 15 s like the HPA).
+    pub sync_period: Duration,
+    /// Decide, report and record, but never write `/scale` (`--dry-run`).
+    pub dry_run: bool,
+    /// The longest any one API request or metrics read may take.
+    pub request_timeout: Duration,
+    /// How many times a `409 Conflict` on `/scale` is retried within one evaluation.
+    pub conflict_retries: u32,
+    /// The scale-down stabilization of policies without `behavior` (300 s).
+    pub downscale_stabilization: Duration,
+    /// How long lists of HPAs, ScaledObjects and workloads and the discovery of target
+    /// kinds are cached (default: the sync period).
+    pub cache_ttl: Duration,
+    /// How many policies are evaluated at once (0: no limit).
+    pub concurrency: u16,
+    /// The namespace to watch (`None`: all).
+    pub namespace: Option<String>,
+    /// This replica's identity, for events.
+    pub identity: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            sync_period: Duration::from_secs(15),
+            dry_run: false,
+            request_timeout: Duration::from_secs(10),
+            conflict_retries: 3,
+            downscale_stabilization: vllm_scaling_core::DEFAULT_DOWNSCALE_STABILIZATION,
+            cache_ttl: Duration::from_secs(15),
+            concurrency: 256,
+            namespace: None,
+            identity: CONTROLLER_NAME.to_owned(),
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// Sets the sync period, and the cache TTL to match (builder style).
+    #[must_use]
+    pub fn with_sync_period(mut self, sync_period: Duration) -> Self {
+        self.sync_period = sync_period;
+        self.cache_ttl = sync_period;
+        self
+    }
+
+    /// Sets dry-run (builder style).
+    #[must_use]
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets the request timeout (builder style).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the namespace to watch (builder style).
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// Sets the identity (builder style).
+    #[must_use]
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = identity.into();
+        self
+    }
+
+    /// Sets the evaluation concurrency (builder style).
+    #[must_use]
+    pub fn with_concurrency(mut self, concurrency: u16) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+}
+
+/// The wall clock in Unix milliseconds: what the controller stamps engine history with,
+/// so the history in a policy's status means the same to a restarted process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+type PolicyKey = (String, String);
+
+/// A TTL cache for lists and discovery results.
+struct TtlCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (tokio::time::Instant, V)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.insert(key, (tokio::time::Instant::now(), value));
+    }
+}
+
+/// A target kind as discovered: its resource, or why it cannot be scaled.
+#[derive(Clone, Debug)]
+enum KindLookup {
+    Scalable(ApiResource),
+    NoScale,
+    Unknown(String),
+}
+
+/// What the controller remembers about one policy between evaluations.
+#[derive(Debug, Default)]
+struct PolicyRuntime {
+    uid: Option<String>,
+    engine: Option<Engine>,
+    generation: Option<i64>,
+    next_evaluation: Option<Timestamp>,
+    retry_now: bool,
+    status: PolicyStatus,
+    last_direction: Option<Direction>,
+    missing_since: BTreeMap<String, Timestamp>,
+    rule_labels: Vec<(String, String)>,
+}
+
+/// Everything an evaluation needs, shared by all policies.
+pub struct Context<M> {
+    client: Client,
+    metrics_source: M,
+    config: ControllerConfig,
+    clock: Arc<dyn Clock>,
+    leadership: Leadership,
+    recorder: Recorder,
+    telemetry: Arc<ControllerMetrics>,
+    runtimes: Mutex<HashMap<PolicyKey, Arc<tokio::sync::Mutex<PolicyRuntime>>>>,
+    kinds: TtlCache<(String, String), KindLookup>,
+    lists: TtlCache<(String, String), Option<Arc<Vec<Value>>>>,
+}
+
+impl<M> std::fmt::Debug for Context<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<M: GetScalingMetrics + 'static> Context<M> {
+    /// A context with the wall clock, always leading, and fresh metrics.
+    #[must_use]
+    pub fn new(client: Client, metrics_source: M, config: ControllerConfig) -> Self {
+        let reporter = Reporter { controller: CONTROLLER_NAME.to_owned(), instance: Some(config.identity.clone()) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics_source,
+            kinds: TtlCache::new(config.cache_ttl),
+            lists: TtlCache::new(config.cache_ttl),
+            config,
+            clock: Arc::new(SystemClock),
+            leadership: Leadership::always(),
+            telemetry: Arc::new(ControllerMetrics::new()),
+            runtimes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Uses `clock` instead of the wall clock (builder style; tests use a `FakeClock` at a
+    /// Unix time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Acts only while `leadership` says so (builder style).
+    #[must_use]
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// Reports into `telemetry` (builder style).
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Arc<ControllerMetrics>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// The controller's metrics.
+    #[must_use]
+    pub fn telemetry(&self) -> &Arc<ControllerMetrics> {
+        &self.telemetry
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The metrics source.
+    #[must_use]
+    pub fn metrics_source(&self) -> &M {
+        &self.metrics_source
+    }
+
+    fn runtime(&self, key: &PolicyKey) -> Arc<tokio::sync::Mutex<PolicyRuntime>> {
+        let mut map = self.runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(key.clone()).or_default().clone()
+    }
+
+    /// Forgets policies that no longer exist (their engines and metric series); returns
+    /// how many are still tracked.
+    pub fn retain_policies(&self, alive: &std::collections::HashSet<(String, String)>) -> usize {
+        let mut map = self.runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<PolicyKey> = map.keys().filter(|k| !alive.contains(*k)).cloned().collect();
+        for key in gone {
+            if let Some(rt) = map.remove(&key) {
+                let labels = rt.try_lock().map(|r| r.rule_labels.clone()).unwrap_or_default();
+                self.telemetry.forget_policy(&key.0, &key.1, &labels);
+            }
+        }
+        map.len()
+    }
+
+    async fn timed<T>(&self, step: &'static str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, StepError> {
+        match tokio::time::timeout(self.config.request_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StepError::Api(e)),
+            Err(_) => Err(StepError::Timeout(step, self.config.request_timeout)),
+        }
+    }
+
+    async fn publish(&self, policy: &VllmScalingPolicyResource, type_: EventType, reason: &str, action: &str, note: String) {
+        let mut note = note;
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+        let reference = policy.object_ref(&());
+        match tokio::time::timeout(self.config.request_timeout, self.recorder.publish(&event, &reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.count_error(policy, ErrorKind::Event);
+                tracing::warn!(error = %error_chain(&e), reason, "publishing an event failed");
+            }
+            Err(_) => {
+                self.count_error(policy, ErrorKind::Event);
+                tracing::warn!(reason, "publishing an event timed out");
+            }
+        }
+    }
+
+    fn count_error(&self, policy: &VllmScalingPolicyResource, kind: ErrorKind) {
+        self.telemetry.error(&policy.namespace().unwrap_or_default(), &policy.name_any(), kind);
+    }
+
+    async fn lookup_kind(&self, api_version: &str, kind: &str) -> KindLookup {
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = self.kinds.get(&key) {
+            return found;
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let found = match self.timed("discovery", kube::discovery::pinned_kind(&self.client, &gvk)).await {
+            Ok((ar, caps)) => {
+                if caps.subresources.iter().any(|(sub, _)| sub.plural == "scale") {
+                    KindLookup::Scalable(ar)
+                } else {
+                    KindLookup::NoScale
+                }
+            }
+            Err(StepError::Api(kube::Error::Discovery(_))) => {
+                KindLookup::Unknown(format!("the API server does not serve kind {kind} in {api_version}"))
+            }
+            Err(StepError::Api(kube::Error::Api(s))) if s.code == 404 => {
+                KindLookup::Unknown(format!("the API server does not serve {api_version}"))
+            }
+            Err(e) => return KindLookup::Unknown(format!("discovering {kind} in {api_version} failed: {e}")),
+        };
+        self.kinds.put(key, found.clone());
+        found
+    }
+
+    /// Every object of a kind in a namespace, cached; `None` when the kind is not served
+    /// (a CRD that is not installed).
+    async fn cached_list(&self, namespace: &str, ar: &ApiResource) -> Result<Option<Arc<Vec<Value>>>, StepError> {
+        let key = (namespace.to_owned(), format!("{}/{}", ar.api_version, ar.plural));
+        if let Some(found) = self.lists.get(&key) {
+            return Ok(found);
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, ar);
+        let result = match self.timed("listing", api.list(&ListParams::default())).await {
+            Ok(list) => Some(Arc::new(list.items.iter().filter_map(|o| serde_json::to_value(o).ok()).collect())),
+            Err(StepError::Api(kube::Error::Api(s))) if s.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        self.lists.put(key, result.clone());
+        Ok(result)
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug)]
+enum StepError {
+    Api(kube::Error),
+    Timeout(&'static str, Duration),
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Api(kube::Error::Api(s)) => write!(f, "the API server answered {} {}: {}", s.code, s.reason, s.message),
+            Self::Api(e) => f.write_str(&error_chain(e)),
+            Self::Timeout(step, after) => write!(f, "{step} did not answer within {after:?}"),
+        }
+    }
+}
+
+impl StepError {
+    fn code(&self) -> Option<u16> {
+        match self {
+            Self::Api(kube::Error::Api(s)) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+fn to_time(t: Timestamp) -> Time {
+    let ms = i64::try_from(t.as_millis()).unwrap_or(i64::MAX);
+    Time(k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+}
+
+fn to_requeue(now: Timestamp, at: Timestamp) -> Action {
+    Action::requeue(at.saturating_duration_since(now).max(Duration::from_millis(50)))
+}
+
+/// Sets a condition, keeping its `lastTransitionTime` when its status did not change.
+fn set_condition(conditions: &mut Vec<PolicyCondition>, type_: &str, status: bool, reason: &str, message: String, now: Timestamp) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Some(to_time(now));
+            }
+            c.status = status;
+            c.reason = reason.to_owned();
+            c.message = message;
+        }
+        None => conditions.push(PolicyCondition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: Some(to_time(now)),
+        }),
+    }
+    // A stable order makes status diffs readable.
+    let order = |t: &str| ["Ready", "AbleToScale", "ScalingActive", "ScalingLimited"].iter().position(|x| *x == t).unwrap_or(9);
+    conditions.sort_by_key(|c| order(&c.type_));
+}
+
+/// The status as a JSON merge patch that also clears fields the new status leaves out.
+fn status_patch(status: &PolicyStatus) -> Value {
+    let mut value = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        for key in [
+            "observedGeneration",
+            "target",
+            "reference",
+            "selector",
+            "currentReplicas",
+            "desiredReplicas",
+            "lastScaleTime",
+            "lastEvaluationTime",
+            "winningRule",
+            "limitedBy",
+            "explanation",
+            "rules",
+            "conditions",
+            "history",
+            "pendingRescale",
+        ] {
+            map.entry(key.to_owned()).or_insert(Value::Null);
+        }
+    }
+    json!({ "status": value })
+}
+
+/// The default API version of well-known scalable kinds, for a `scaleTargetRef` that
+/// names none.
+fn default_api_version(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "StatefulSet" | "ReplicaSet" => Some("apps/v1"),
+        "LeaderWorkerSet" => Some("leaderworkerset.x-k8s.io/v1"),
+        _ => None,
+    }
+}
+
+/// The kinds a policy without `scaleTargetRef` looks for annotated workloads among.
+const ANNOTATION_KINDS: [(&str, &str); 3] =
+    [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")];
+
+/// Why a target could not be used: a condition reason and a message.
+struct Blocked {
+    reason: &'static str,
+    message: String,
+    kind: ErrorKind,
+}
+
+impl Blocked {
+    fn new(reason: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into(), kind }
+    }
+}
+
+/// Evaluates one policy: the function kube-runtime's `Controller` calls.
+///
+/// Returns when to evaluate again. Failures of the cluster or of the metrics backend are
+/// reported in the policy's status, in events and in `/metrics`, and never change replicas.
+///
+/// # Errors
+/// Only for an object without namespace or name.
+pub async fn reconcile<M: GetScalingMetrics + 'static>(
+    policy: Arc<VllmScalingPolicyResource>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    let namespace = policy.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = policy.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let sync = ctx.config.sync_period;
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(sync));
+    }
+    let runtime = ctx.runtime(&(namespace.clone(), name.clone()));
+    let mut rt = runtime.lock().await;
+    let now = ctx.clock.now();
+
+    // A recreated policy (new uid) starts afresh.
+    if rt.uid.is_some() && rt.uid != policy.metadata.uid {
+        let labels = std::mem::take(&mut rt.rule_labels);
+        ctx.telemetry.forget_policy(&namespace, &name, &labels);
+        *rt = PolicyRuntime::default();
+    }
+    if rt.uid.is_none() {
+        // First sight (or a restarted controller): pick up what the status remembers.
+        rt.uid.clone_from(&policy.metadata.uid);
+        rt.status = policy.status.clone().unwrap_or_default();
+    }
+    // Our own status writes come back through the watch: they do not move the schedule.
+    if !rt.retry_now
+        && rt.generation == policy.metadata.generation
+        && let Some(next) = rt.next_evaluation
+        && now < next
+    {
+        return Ok(to_requeue(now, next));
+    }
+    if let Some(scheduled) = rt.next_evaluation
+        && now >= scheduled
+    {
+        ctx.telemetry.evaluation_delay.observe(now.saturating_duration_since(scheduled).as_secs_f64());
+    }
+    let started = tokio::time::Instant::now();
+    rt.retry_now = false;
+    rt.generation = policy.metadata.generation;
+    let action = evaluate(&policy, &ctx, &mut rt, &namespace, &name, now).await;
+    let next = now.saturating_add(match &action {
+        Next::At(at) => at.saturating_duration_since(now),
+        Next::Soon => Duration::from_secs(1),
+        Next::Period => sync,
+    });
+    rt.next_evaluation = Some(next);
+    if matches!(action, Next::Soon) {
+        rt.retry_now = true;
+    }
+    ctx.telemetry.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    Ok(to_requeue(now, next))
+}
+
+/// When to look again.
+enum Next {
+    At(Timestamp),
+    Soon,
+    Period,
+}
+
+#[allow(clippy::too_many_lines)]
+async fn evaluate<M: GetScalingMetrics + 'static>(
+    policy: &VllmScalingPolicyResource,
+    ctx: &Context<M>,
+    rt: &mut PolicyRuntime,
+    namespace: &str,
+    name: &str,
+    now: Timestamp,
+) -> Next {
+    let labels = PolicyLabels { namespace: namespace.to_owned(), policy: name.to_owned() };
+    let mut status = rt.status.clone();
+    status.observed_generation = policy.metadata.generation;
+    status.last_evaluation_time = Some(to_time(now));
+
+    // 1. The spec.
+    let resolved = match policy.to_core().validate() {
+        Ok(r) => r,
+        Err(errors) => {
+            let message = format!("the policy is invalid: {errors}");
+            set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", message.clone(), now);
+            set_condition(&mut status.conditions, "AbleToScale", false, "InvalidSpec", "the policy is invalid".into(), now);
+            set_condition(&mut status.conditions, "ScalingActive", false, "InvalidSpec", "the policy is invalid".into(), now);
+            ctx.count_error(policy, ErrorKind::InvalidPolicy);
+            ctx.publish(policy, EventType::Warning, "InvalidSpec", "Validate", message).await;
+            write_status(ctx, policy, rt, status).await;
+            return Next::Period;
+        }
+    };
+    ctx.telemetry.min_replicas.get_or_create(&labels).set(i64::from(resolved.min_replicas));
+    ctx.telemetry.max_replicas.get_or_create(&labels).set(i64::from(resolved.max_replicas));
+    let down_window = resolved
+        .behavior
+        .as_ref()
+        .map_or(ctx.config.downscale_stabilization, |b| b.scale_down.stabilization_window);
+    ctx.telemetry.scale_down_stabilization_seconds.get_or_create(&labels).set(i64::try_from(down_window.as_secs()).unwrap_or(i64::MAX));
+
+    // The engine: restored from the status history on first sight.
+    let engine = match rt.engine.as_mut() {
+        Some(engine) => {
+            if engine.policy() != &resolved {
+                engine.set_policy(resolved.clone());
+            }
+            engine
+        }
+        None => {
+            let config = EngineConfig::default()
+                .with_sync_period(ctx.config.sync_period)
+                .with_downscale_stabilization(ctx.config.downscale_stabilization);
+            let mut engine = Engine::with_config(resolved.clone(), config);
+            if let Some(history) = status.history.clone() {
+                engine.restore_state(history);
+            }
+            rt.engine.insert(engine)
+        }
+    };
+
+    // 2. The target.
+    let (target, ar) = match resolve_target(ctx, &resolved, namespace, name).await {
+        Ok(found) => found,
+        Err(blocked) => {
+            block(ctx, policy, &mut status, &blocked, now).await;
+            write_status(ctx, policy, rt, status).await;
+            return Next::Period;
+        }
+    };
+    status.reference = Some(format!("{}/{}", target.kind, target.name));
+    status.target = Some(target.clone());
+
+    // 3. Refuse to fight.
+    if let Some(blocked) = other_autoscaler(ctx, namespace, &target).await {
+        block(ctx, policy, &mut status, &blocked, now).await;
+        write_status(ctx, policy, rt, status).await;
+        return Next::Period;
+    }
+
+    // 4. The scale and the pods.
+    let workloads: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &ar);
+    let scale = match ctx.timed("reading the scale", workloads.get_scale(&target.name)).await {
+        Ok(s) => s,
+        Err(e) if e.code() == Some(404) => {
+            let blocked = Blocked::new(
+                "TargetNotFound",
+                ErrorKind::Target,
+                format!("{} {namespace}/{} does not exist", target.kind, target.name),
+            );
+            block(ctx, policy, &mut status, &blocked, now).await;
+            write_status(ctx, policy, rt, status).await;
+            return Next::Period;
+        }
+        Err(e) => {
+            let message = format!("reading the scale of {} {}: {e}; replicas left as they are", target.kind, target.name);
+            set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
+            set_condition(&mut status.conditions, "AbleToScale", false, "FailedGetScale", message.clone(), now);
+            ctx.count_error(policy, ErrorKind::GetScale);
+            ctx.publish(policy, EventType::Warning, "FailedGetScale", "GetScale", message).await;
+            write_status(ctx, policy, rt, status).await;
+            return Next::Period;
+        }
+    };
+    let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let status_replicas = scale.status.as_ref().map(|s| s.replicas);
+    let selector = scale.status.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    status.selector = (!selector.is_empty()).then(|| selector.clone());
+    status.current_replicas = Some(current);
+    ctx.telemetry.current_replicas.get_or_create(&labels).set(i64::from(current));
+    if selector.is_empty() {
+        let blocked = Blocked::new(
+            "InvalidSelector",
+            ErrorKind::Target,
+            format!("the scale subresource of {} {} reports no pod selector", target.kind, target.name),
+        );
+        block(ctx, policy, &mut status, &blocked, now).await;
+        write_status(ctx, policy, rt, status).await;
+        return Next::Period;
+    }
+    set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
+
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = ctx.timed("listing the target's pods", pods_api.list(&ListParams::default().labels(&selector))).await;
+
+    // 5. Metrics and the decision.
+    let target_id = TargetId::new(namespace, name);
+    let scale_ref = ScaleTargetRef { api_version: Some(target.api_version.clone()), kind: target.kind.clone(), name: target.name.clone() };
+    let observed = match pods {
+        Err(e) => {
+            ctx.count_error(policy, ErrorKind::ListPods);
+            ScalingMetrics::all_failed(resolved.rules.iter().map(|r| r.key.as_str()), &format!("listing the target's pods: {e}"))
+        }
+        Ok(list) => {
+            let infos: Vec<PodInfo> = list.items.iter().map(pod_info).collect();
+            observe_time_to_scale(ctx, &mut status, &infos, now);
+            let request = MetricsRequest {
+                target: target_id.clone(),
+                scale_target_ref: Some(scale_ref.clone()),
+                rules: resolved.rules.clone(),
+                pods: infos.clone(),
+            };
+            let got = tokio::time::timeout(ctx.config.request_timeout, ctx.metrics_source.get_scaling_metrics(&request, now)).await;
+            match got {
+                Ok(Ok(m)) => join_pods(&infos, m),
+                Ok(Err(e)) => ScalingMetrics::all_failed(resolved.rules.iter().map(|r| r.key.as_str()), &error_chain(&e)),
+                Err(_) => ScalingMetrics::all_failed(
+                    resolved.rules.iter().map(|r| r.key.as_str()),
+                    &format!("the metrics backend did not answer within {:?}", ctx.config.request_timeout),
+                ),
+            }
+        }
+    };
+    let scale_now = CurrentScale { replicas: current, status_replicas };
+    let decision = engine.evaluate(now, scale_now, &observed);
+    record_decision(ctx, rt, &labels, &resolved, &decision, now);
+    let failed: Vec<String> = decision
+        .rules
+        .iter()
+        .filter(|r| r.status != RuleStatus::Ok)
+        .map(|r| format!("{}: {}", r.name, r.reason.as_deref().unwrap_or("no value")))
+        .collect();
+    if !failed.is_empty() {
+        ctx.count_error(policy, ErrorKind::GetMetrics);
+        ctx.publish(policy, EventType::Warning, "FailedGetMetrics", "GetMetrics", failed.join("; ")).await;
+    }
+    let metrics_ok = decision.limited_by != LimitedBy::MetricsUnavailable;
+    if metrics_ok {
+        let winner = decision.winning_rule.clone().unwrap_or_default();
+        set_condition(
+            &mut status.conditions,
+            "ScalingActive",
+            true,
+            "ValidMetricFound",
+            format!("the policy computed replicas from its rules (winning rule: {winner})"),
+            now,
+        );
+    } else if decision.limited_by == LimitedBy::ScalingDisabled {
+        set_condition(&mut status.conditions, "ScalingActive", false, "ScalingDisabled", decision.explanation.clone(), now);
+    } else {
+        set_condition(
+            &mut status.conditions,
+            "ScalingActive",
+            false,
+            "FailedGetMetrics",
+            format!("replicas held at {current}: {}", failed.join("; ")),
+            now,
+        );
+    }
+    if decision.limited_by == LimitedBy::ScalingDisabled {
+        set_condition(&mut status.conditions, "ScalingActive", false, "ScalingDisabled", decision.explanation.clone(), now);
+    }
+    let (limited, limit_reason) = match decision.limited_by {
+        LimitedBy::MinReplicas => (true, "TooFewReplicas"),
+        LimitedBy::MaxReplicas => (true, "TooManyReplicas"),
+        LimitedBy::ScaleUpPolicy => (true, "ScaleUpLimit"),
+        LimitedBy::ScaleDownPolicy => (true, "ScaleDownLimit"),
+        _ => (false, "DesiredWithinRange"),
+    };
+    let limit_message = if limited {
+        format!("the desired count is limited by {}: {}", decision.limited_by, decision.explanation)
+    } else {
+        "the desired count is within the acceptable range".to_owned()
+    };
+    set_condition(&mut status.conditions, "ScalingLimited", limited, limit_reason, limit_message, now);
+
+    status.desired_replicas = Some(decision.desired_replicas);
+    status.winning_rule.clone_from(&decision.winning_rule);
+    status.limited_by = Some(decision.limited_by.as_str().to_owned());
+    status.explanation = Some(decision.explanation.clone());
+    status.rules = decision
+        .rules
+        .iter()
+        .map(|r| RuleStatusEntry {
+            name: r.name.clone(),
+            metric: r.metric.name().to_owned(),
+            observed: r.observed,
+            threshold: r.threshold,
+            target_type: r.target_type.to_string(),
+            proposal: r.proposal,
+            status: match r.status {
+                RuleStatus::Ok => "ok",
+                RuleStatus::Missing => "missing",
+                _ => "invalid",
+            }
+            .to_owned(),
+            reason: r.reason.clone(),
+        })
+        .collect();
+
+    // 6. Act.
+    let mut next = Next::At(decision.next_evaluation);
+    let stabilized = match decision.limited_by {
+        LimitedBy::ScaleDownStabilization => Some("ScaleDownStabilized"),
+        LimitedBy::ScaleUpStabilization => Some("ScaleUpStabilized"),
+        _ => None,
+    };
+    if decision.is_rescale() && !decision.actuate {
+        set_condition(
+            &mut status.conditions,
+            "AbleToScale",
+            true,
+            "ObserveMode",
+            format!("observe mode: would scale {current} -> {}, not applied", decision.desired_replicas),
+            now,
+        );
+    } else if decision.actuate && ctx.config.dry_run {
+        set_condition(
+            &mut status.conditions,
+            "AbleToScale",
+            true,
+            "DryRun",
+            format!("dry run: would scale {current} -> {}, not applied", decision.desired_replicas),
+            now,
+        );
+    } else if decision.actuate {
+        let to = decision.desired_replicas;
+        match write_scale(ctx, &workloads, &target.name, &scale, current, to).await {
+            Ok(()) => {
+                if let Some(engine) = rt.engine.as_mut() {
+                    engine.record_scale(now, current, to);
+                }
+                let direction = Direction::of(current, to);
+                ctx.telemetry
+                    .scale_events
+                    .get_or_create(&DirectionLabels { namespace: namespace.to_owned(), policy: name.to_owned(), direction })
+                    .inc();
+                if rt.last_direction.is_some_and(|d| d != direction) {
+                    ctx.telemetry.direction_changes.get_or_create(&labels).inc();
+                }
+                rt.last_direction = Some(direction);
+                status.last_scale_time = Some(to_time(now));
+                status.current_replicas = Some(to);
+                status.pending_rescale = Some(PendingRescale { from: current, to, decided_at_ms: now.as_millis() });
+                let message = format!("New size: {to}; reason: {}", decision.explanation);
+                set_condition(&mut status.conditions, "AbleToScale", true, "SucceededRescale", message.clone(), now);
+                ctx.publish(policy, EventType::Normal, "SuccessfulRescale", "Scale", message).await;
+                tracing::info!(namespace, policy = name, from = current, to, "rescaled");
+            }
+            Err(WriteScaleError::Moved(now_replicas)) => {
+                // Someone else changed the replicas since we read them: decide again on
+                // the new count right away instead of overwriting it.
+                tracing::info!(namespace, policy = name, from = current, now = now_replicas, "replicas changed under us; re-evaluating");
+                set_condition(
+                    &mut status.conditions,
+                    "AbleToScale",
+                    true,
+                    "ScaleChanged",
+                    format!("the target's replicas changed from {current} to {now_replicas} while scaling to {to}; re-evaluating"),
+                    now,
+                );
+                next = Next::Soon;
+            }
+            Err(WriteScaleError::Failed(e)) => {
+                let message = format!("scaling {} {} from {current} to {to} failed: {e}; replicas left as they are", target.kind, target.name);
+                set_condition(&mut status.conditions, "AbleToScale", false, "FailedUpdateScale", message.clone(), now);
+                ctx.count_error(policy, ErrorKind::UpdateScale);
+                ctx.publish(policy, EventType::Warning, "FailedRescale", "Scale", message).await;
+                status.current_replicas = Some(current);
+            }
+        }
+    } else if let Some(reason) = stabilized {
+        set_condition(&mut status.conditions, "AbleToScale", true, reason, decision.explanation.clone(), now);
+    } else {
+        set_condition(
+            &mut status.conditions,
+            "AbleToScale",
+            true,
+            "ReadyForNewScale",
+            "recommended size matches current size".to_owned(),
+            now,
+        );
+    }
+
+    status.history = rt.engine.as_ref().map(|e| e.state().clone());
+    write_status(ctx, policy, rt, status).await;
+    next
+}
+
+fn ready_message(target: &ResolvedTarget) -> String {
+    format!("the policy is valid and targets {} {} ({})", target.kind, target.name, target.api_version)
+}
+
+/// Joins the backend's per-pod values onto the pods the API server listed: phase,
+/// readiness and deletion come from the cluster, values from the backend; a listed pod
+/// the backend did not report counts as missing (HPA semantics), a reported pod that is
+/// not listed (gone, or outside the selector) is dropped.
+fn join_pods(pods: &[PodInfo], mut metrics: ScalingMetrics) -> ScalingMetrics {
+    let mut by_name: HashMap<String, BTreeMap<String, f64>> =
+        std::mem::take(&mut metrics.pods).into_iter().map(|p| (p.name, p.metrics)).collect();
+    metrics.pods = pods
+        .iter()
+        .map(|p| PodMetrics {
+            name: p.name.clone(),
+            phase: p.phase,
+            ready: p.ready,
+            deleting: p.deleting,
+            metrics: by_name.remove(&p.name).unwrap_or_default(),
+        })
+        .collect();
+    metrics
+}
+
+fn observe_time_to_scale<M>(ctx: &Context<M>, status: &mut PolicyStatus, pods: &[PodInfo], now: Timestamp) {
+    let Some(pending) = status.pending_rescale else { return };
+    let live = pods.iter().filter(|p| !p.deleting && p.phase != PodPhase::Failed && p.phase != PodPhase::Succeeded);
+    let done = if pending.to > pending.from {
+        live.filter(|p| p.ready && p.phase == PodPhase::Running).count() >= usize::try_from(pending.to).unwrap_or(0)
+    } else {
+        live.count() <= usize::try_from(pending.to).unwrap_or(0)
+    };
+    if done {
+        let took = now.saturating_duration_since(Timestamp::from_millis(pending.decided_at_ms));
+        let direction = Direction::of(pending.from, pending.to);
+        ctx.telemetry.time_to_scale.get_or_create(&ScaleDirectionLabels { direction }).observe(took.as_secs_f64());
+        status.pending_rescale = None;
+    }
+}
+
+fn record_decision<M>(
+    ctx: &Context<M>,
+    rt: &mut PolicyRuntime,
+    labels: &PolicyLabels,
+    resolved: &ResolvedPolicy,
+    decision: &Decision,
+    now: Timestamp,
+) {
+    let t = &ctx.telemetry;
+    let direction = Direction::of(decision.current_replicas, decision.desired_replicas);
+    t.decisions
+        .get_or_create(&DirectionLabels { namespace: labels.namespace.clone(), policy: labels.policy.clone(), direction })
+        .inc();
+    t.desired_replicas.get_or_create(labels).set(i64::from(decision.desired_replicas));
+    let mut current_labels = Vec::new();
+    for (rule, outcome) in resolved.rules.iter().zip(&decision.rules) {
+        let rl = RuleLabels {
+            namespace: labels.namespace.clone(),
+            policy: labels.policy.clone(),
+            rule: rule.key.clone(),
+            metric: rule.metric.name().to_owned(),
+        };
+        t.rule_threshold.get_or_create(&rl).set(rule.threshold);
+        match (outcome.status, outcome.observed) {
+            (RuleStatus::Ok, Some(v)) => {
+                t.rule_observed.get_or_create(&rl).set(v);
+                rt.missing_since.remove(&rule.key);
+                t.rule_missing_seconds.get_or_create(&rl).set(0.0);
+            }
+            _ => {
+                // A rule without a value has no observed series: a stale number would lie.
+                t.rule_observed.remove(&rl);
+                let since = *rt.missing_since.entry(rule.key.clone()).or_insert(now);
+                t.rule_missing_seconds.get_or_create(&rl).set(now.saturating_duration_since(since).as_secs_f64());
+            }
+        }
+        match outcome.proposal {
+            Some(p) => {
+                t.rule_proposal.get_or_create(&rl).set(i64::from(p));
+            }
+            None => {
+                t.rule_proposal.remove(&rl);
+            }
+        }
+        current_labels.push((rl.rule, rl.metric));
+    }
+    // Rules removed from the policy lose their series.
+    for (rule, metric) in std::mem::replace(&mut rt.rule_labels, current_labels.clone()) {
+        if !current_labels.iter().any(|(r, m)| *r == rule && *m == metric) {
+            let rl = RuleLabels { namespace: labels.namespace.clone(), policy: labels.policy.clone(), rule, metric };
+            t.rule_observed.remove(&rl);
+            t.rule_threshold.remove(&rl);
+            t.rule_proposal.remove(&rl);
+            t.rule_missing_seconds.remove(&rl);
+        }
+    }
+}
+
+enum WriteScaleError {
+    /// The replicas changed under us (seen on a conflict): re-evaluate.
+    Moved(i32),
+    /// The write failed.
+    Failed(String),
+}
+
+/// Patches `/scale` to `to`, with the read `resourceVersion` as a precondition. A `409`
+/// re-reads the scale: if the replicas are still `from` the patch is retried with the
+/// new version (something else in the object changed), otherwise the write is abandoned.
+async fn write_scale<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    api: &Api<DynamicObject>,
+    name: &str,
+    scale: &Scale,
+    from: i32,
+    to: i32,
+) -> Result<(), WriteScaleError> {
+    let mut resource_version = scale.metadata.resource_version.clone();
+    let mut attempt = 0;
+    loop {
+        let patch = match &resource_version {
+            Some(rv) => json!({"metadata": {"resourceVersion": rv}, "spec": {"replicas": to}}),
+            None => json!({"spec": {"replicas": to}}),
+        };
+        let params = PatchParams::default();
+        match ctx.timed("writing the scale", api.patch_scale(name, &params, &Patch::Merge(&patch))).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(409) && attempt < ctx.config.conflict_retries => {
+                attempt += 1;
+                let fresh = ctx.timed("re-reading the scale", api.get_scale(name)).await.map_err(|e| WriteScaleError::Failed(e.to_string()))?;
+                let replicas = fresh.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                if replicas != from {
+                    return Err(WriteScaleError::Moved(replicas));
+                }
+                resource_version = fresh.metadata.resource_version;
+            }
+            Err(e) => return Err(WriteScaleError::Failed(e.to_string())),
+        }
+    }
+}
+
+/// Sets the conditions of a policy that cannot act, counts and reports it.
+async fn block<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    policy: &VllmScalingPolicyResource,
+    status: &mut PolicyStatus,
+    blocked: &Blocked,
+    now: Timestamp,
+) {
+    set_condition(&mut status.conditions, "Ready", false, blocked.reason, blocked.message.clone(), now);
+    set_condition(&mut status.conditions, "AbleToScale", false, blocked.reason, blocked.message.clone(), now);
+    set_condition(&mut status.conditions, "ScalingActive", false, blocked.reason, "the policy is not evaluated".to_owned(), now);
+    ctx.count_error(policy, blocked.kind);
+    ctx.publish(policy, EventType::Warning, blocked.reason, "ResolveTarget", blocked.message.clone()).await;
+}
+
+async fn write_status<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    policy: &VllmScalingPolicyResource,
+    rt: &mut PolicyRuntime,
+    status: PolicyStatus,
+) {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let api: Api<VllmScalingPolicyResource> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = status_patch(&status);
+    match ctx.timed("writing the status", api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))).await {
+        Ok(_) => {}
+        Err(e) => {
+            ctx.count_error(policy, ErrorKind::Status);
+            tracing::warn!(namespace, policy = name, error = %e, "writing the policy status failed");
+        }
+    }
+    // The in-memory copy is the truth for the next evaluation either way.
+    rt.status = status;
+}
+
+/// Resolves the policy's target to an object with a scale subresource.
+async fn resolve_target<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    resolved: &ResolvedPolicy,
+    namespace: &str,
+    name: &str,
+) -> Result<(ResolvedTarget, ApiResource), Blocked> {
+    let Some(reference) = resolved.scale_target_ref.clone() else {
+        return resolve_by_annotation(ctx, namespace, name).await;
+    };
+    let api_version = match reference.api_version.clone().or_else(|| default_api_version(&reference.kind).map(str::to_owned)) {
+        Some(v) => v,
+        None => {
+            return Err(Blocked::new(
+                "UnknownKind",
+                ErrorKind::Target,
+                format!("spec.scaleTargetRef.apiVersion: required for kind {}", reference.kind),
+            ));
+        }
+    };
+    let ar = match ctx.lookup_kind(&api_version, &reference.kind).await {
+        KindLookup::Scalable(ar) => ar,
+        KindLookup::NoScale => {
+            return Err(Blocked::new(
+                "NoScaleSubresource",
+                ErrorKind::Target,
+                format!("{} ({api_version}) has no scale subresource, so it cannot be scaled", reference.kind),
+            ));
+        }
+        KindLookup::Unknown(why) => return Err(Blocked::new("UnknownKind", ErrorKind::Target, why)),
+    };
+    let target_name = if is_object_name(&reference.name) {
+        reference.name.clone()
+    } else {
+        // Not an object name: a served model id (the seed's `meta-llama/Llama-2-70b-hf`).
+        let model = &reference.name;
+        let all = ctx.cached_list(namespace, &ar).await.map_err(|e| {
+            Blocked::new("FailedListWorkloads", ErrorKind::Target, format!("listing {} in {namespace}: {e}", ar.plural))
+        })?;
+        let all = all.unwrap_or_default();
+        match match_model(all.iter(), model) {
+            Match::One(n) => n,
+            Match::None => {
+                return Err(Blocked::new(
+                    "ModelNotServed",
+                    ErrorKind::Target,
+                    format!(
+                        "scaleTargetRef.name `{model}` is not an object name, so it is read as a served model id, and no {} in namespace {namespace} serves it (looked for --model, --served-model-name and `vllm serve` in {} workloads)",
+                        reference.kind,
+                        all.len()
+                    ),
+                ));
+            }
+            Match::Several(names) => {
+                return Err(Blocked::new(
+                    "AmbiguousModel",
+                    ErrorKind::Target,
+                    format!(
+                        "several {}s in namespace {namespace} serve model `{model}` ({}); name one of them in scaleTargetRef.name",
+                        reference.kind,
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    };
+    Ok((ResolvedTarget { api_version, kind: reference.kind, name: target_name }, ar))
+}
+
+async fn resolve_by_annotation<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    namespace: &str,
+    name: &str,
+) -> Result<(ResolvedTarget, ApiResource), Blocked> {
+    let mut found: Vec<(ResolvedTarget, ApiResource)> = Vec::new();
+    for (api_version, kind) in ANNOTATION_KINDS {
+        let KindLookup::Scalable(ar) = ctx.lookup_kind(api_version, kind).await else { continue };
+        let list = ctx.cached_list(namespace, &ar).await.map_err(|e| {
+            Blocked::new("FailedListWorkloads", ErrorKind::Target, format!("listing {} in {namespace}: {e}", ar.plural))
+        })?;
+        let Some(list) = list else { continue };
+        match match_annotation(list.iter(), name) {
+            Match::One(n) => found.push((ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n }, ar)),
+            Match::Several(names) => {
+                for n in names {
+                    found.push((ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n }, ar.clone()));
+                }
+            }
+            Match::None => {}
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Blocked::new(
+            "NoTarget",
+            ErrorKind::Target,
+            format!(
+                "spec.scaleTargetRef is omitted and no Deployment, StatefulSet or LeaderWorkerSet in namespace {namespace} has the annotation {}: {name}",
+                crate::discovery::POLICY_ANNOTATION
+            ),
+        )),
+        _ => Err(Blocked::new(
+            "AmbiguousTarget",
+            ErrorKind::Target,
+            format!(
+                "several workloads carry {}: {name} ({}); keep the annotation on one, or set spec.scaleTargetRef",
+                crate::discovery::POLICY_ANNOTATION,
+                found.iter().map(|(t, _)| format!("{}/{}", t.kind, t.name)).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// An HPA or KEDA ScaledObject that targets the same object, if any.
+async fn other_autoscaler<M: GetScalingMetrics + 'static>(ctx: &Context<M>, namespace: &str, target: &ResolvedTarget) -> Option<Blocked> {
+    let group_of = |api_version: &str| api_version.split_once('/').map_or("", |(g, _)| g).to_owned();
+    let target_group = group_of(&target.api_version);
+    let same = |reference: &Value, default_kind: &str| {
+        let kind = reference["kind"].as_str().unwrap_or(default_kind);
+        let group = reference["apiVersion"].as_str().map_or_else(|| target_group.clone(), group_of);
+        reference["name"].as_str() == Some(target.name.as_str()) && kind == target.kind && group == target_group
+    };
+    let checks: [(ApiResource, &str, &str); 2] = [
+        (
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"), "horizontalpodautoscalers"),
+            "",
+            "HorizontalPodAutoscaler",
+        ),
+        (
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"), "scaledobjects"),
+            "Deployment",
+            "KEDA ScaledObject",
+        ),
+    ];
+    for (ar, default_kind, what) in checks {
+        match ctx.cached_list(namespace, &ar).await {
+            Ok(Some(list)) => {
+                if let Some(other) = list.iter().find(|o| same(&o["spec"]["scaleTargetRef"], default_kind)) {
+                    let other_name = other["metadata"]["name"].as_str().unwrap_or_default();
+                    return Some(Blocked::new(
+                        "ConflictingAutoscaler",
+                        ErrorKind::ConflictingAutoscaler,
+                        format!(
+                            "{what} {namespace}/{other_name} also scales {} {}; this policy does nothing until one of them is removed",
+                            target.kind, target.name
+                        ),
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(namespace, what, error = %e, "could not check for other autoscalers"),
+        }
+    }
+    None
+}
+
+/// The policy's current [`EngineState`](vllm_scaling_core::EngineState) as the
+/// controller holds it, for tests and diagnostics.
+pub async fn engine_state<M: GetScalingMetrics + 'static>(ctx: &Context<M>, namespace: &str, name: &str) -> Option<vllm_scaling_core::EngineState> {
+    let rt = ctx.runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(namespace.to_owned(), name.to_owned())).cloned()?;
+    let rt = rt.lock().await;
+    rt.engine.as_ref().map(|e| e.state().clone())
+}
+
+/// What kube-runtime does when [`reconcile`] returns an error: try again after a sync
+/// period.
+pub fn error_policy<M>(policy: Arc<VllmScalingPolicyResource>, error: &Error, ctx: Arc<Context<M>>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), error = %error_chain(error), "reconcile failed");
+    Action::requeue(ctx.config.sync_period)
+}
+
+/// Runs the controller until `shutdown` resolves: watches every `vLLMScalingPolicy` (in
+/// the configured namespace, or all), evaluates each on its schedule, and forgets deleted
+/// ones. `ready` turns true once the first list of policies has arrived.
+pub async fn run<M: GetScalingMetrics + 'static>(
+    ctx: Arc<Context<M>>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<VllmScalingPolicyResource> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let controller = Controller::new(api, watcher::Config::default())
+        .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency));
+    let store = controller.store();
+    let sweeper_ctx = ctx.clone();
+    let sweeper = tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::SeqCst);
+        }
+        let mut tick = tokio::time::interval(sweeper_ctx.config.sync_period);
+        loop {
+            tick.tick().await;
+            let alive: std::collections::HashSet<(String, String)> =
+                store.state().iter().map(|p| (p.namespace().unwrap_or_default(), p.name_any())).collect();
+            sweeper_ctx.telemetry.policies.set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
+            sweeper_ctx.retain_policies(&alive);
+        }
+    });
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %error_chain(&e), "controller event");
+            }
+        })
+        .await;
+    sweeper.abort();
+}

@@ -1,0 +1,306 @@
+//! The `vLLMScalingPolicy` custom resource: its Rust type, its status, and the generated
+//! `CustomResourceDefinition`.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use kube::core::crd::v1::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use vllm_scaling_core::{EngineState, PolicySpec};
+
+/// The API group of the policy.
+pub const GROUP: &str = "autoscaler.production-stack";
+/// The API version of the policy within [`GROUP`].
+pub const VERSION: &str = "v1alpha1";
+/// The plural resource name (`kubectl get vllmscalingpolicies`).
+pub const PLURAL: &str = "vllmscalingpolicies";
+
+/// The spec of a `vLLMScalingPolicy`: exactly the core's [`PolicySpec`], so a policy file
+/// that `vllm-autoscaler validate` accepts applies unchanged.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "autoscaler.production-stack",
+    version = "v1alpha1",
+    kind = "vLLMScalingPolicy",
+    root = "VllmScalingPolicyResource",
+    plural = "vllmscalingpolicies",
+    singular = "vllmscalingpolicy",
+    shortname = "vsp",
+    category = "autoscaling",
+    namespaced,
+    status = "PolicyStatus",
+    doc = "Scales a vLLM workload through its /scale subresource from LLM-serving signals.",
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.reference", description = "The resolved scale target, Kind/name"),
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicas"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicas"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.currentReplicas"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
+    printcolumn(name = "Winning Rule", type_ = "string", json_path = ".status.winningRule"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", priority = 1),
+    printcolumn(name = "Limited By", type_ = "string", json_path = ".status.limitedBy", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(transparent)]
+pub struct VllmScalingPolicySpec(pub PolicySpec);
+
+/// What the controller reports on a policy, HPA-style, plus the engine's history so a
+/// restarted controller keeps its stabilization windows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The object being scaled, as resolved (a model id is resolved to a workload name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ResolvedTarget>,
+    /// `Kind/name` of the resolved target (the TARGET column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The target's pod label selector, from its scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `scale.spec.replicas` at the last evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+    /// What the policy last decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// When the controller last changed the target's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// When the policy was last evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluation_time: Option<Time>,
+    /// The rule whose proposal won the last evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winning_rule: Option<String>,
+    /// What held the result away from the winning proposal (`none`, `tolerance`,
+    /// `maxReplicas`, `scaleDownStabilization`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_by: Option<String>,
+    /// One line saying what was decided and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// Each rule's observed value, threshold and proposal at the last evaluation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleStatusEntry>,
+    /// `Ready`, `AbleToScale`, `ScalingActive`, `ScalingLimited`, HPA-style.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PolicyCondition>,
+    /// The engine's recommendations and scale events (timestamps in Unix milliseconds):
+    /// restored by a restarted controller so it keeps its stabilization windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "engine_state_schema")]
+    pub history: Option<EngineState>,
+    /// A rescale written but not yet observed as complete (for the time-to-scale metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_rescale: Option<PendingRescale>,
+}
+
+/// The object a policy scales, after resolution.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTarget {
+    /// Its API version, such as `apps/v1`.
+    pub api_version: String,
+    /// Its kind, such as `Deployment`.
+    pub kind: String,
+    /// Its object name.
+    pub name: String,
+}
+
+/// One rule's view at the last evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleStatusEntry {
+    /// The rule's key (its `name`, else the metric name).
+    pub name: String,
+    /// The catalog metric.
+    pub metric: String,
+    /// The observed value in the metric's unit (per replica for `AverageValue` rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// The threshold.
+    pub threshold: f64,
+    /// `AverageValue` or `Value`.
+    pub target_type: String,
+    /// The replicas this rule alone asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<i32>,
+    /// `ok`, `missing` or `invalid`.
+    pub status: String,
+    /// Why the rule is missing or invalid, or a note on its proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An HPA-style status condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCondition {
+    /// `Ready`, `AbleToScale`, `ScalingActive` or `ScalingLimited`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason (`SucceededRescale`, `FailedGetMetrics`, `InvalidSpec`...).
+    pub reason: String,
+    /// A sentence for humans.
+    pub message: String,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// A rescale the controller wrote, kept until the new replicas are observed ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRescale {
+    /// Replicas before.
+    pub from: i32,
+    /// Replicas written.
+    pub to: i32,
+    /// When the decision was made, in Unix milliseconds.
+    pub decided_at_ms: u64,
+}
+
+fn engine_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    fn events(what: &str) -> Value {
+        json!({
+            "type": "array",
+            "description": format!("Recent {what} rescales, for the rate policies."),
+            "items": {
+                "type": "object",
+                "required": ["at", "change"],
+                "properties": {
+                    "at": {"type": "integer", "format": "int64", "description": "Unix milliseconds."},
+                    "change": {"type": "integer", "format": "int32", "description": "Replicas added or removed."},
+                    "outdated": {"type": "boolean", "description": "Older than the longest policy period."}
+                }
+            }
+        })
+    }
+    let schema = json!({
+        "type": "object",
+        "description": "The engine's history: recent recommendations and rescales (Unix milliseconds).",
+        "properties": {
+            "recommendations": {
+                "type": "array",
+                "description": "Recent raw recommendations, for the stabilization windows.",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "replicas"],
+                    "properties": {
+                        "at": {"type": "integer", "format": "int64", "description": "Unix milliseconds."},
+                        "replicas": {"type": "integer", "format": "int32", "description": "Replicas recommended."}
+                    }
+                }
+            },
+            "scaleUpEvents": events("scale-up"),
+            "scaleDownEvents": events("scale-down")
+        }
+    });
+    schemars::Schema::try_from(schema).unwrap_or_default()
+}
+
+impl VllmScalingPolicyResource {
+    /// The core's view of this object (the spec, with name and namespace), for validation
+    /// and for the engine.
+    #[must_use]
+    pub fn to_core(&self) -> vllm_scaling_core::VllmScalingPolicy {
+        vllm_scaling_core::VllmScalingPolicy {
+            api_version: vllm_scaling_core::API_VERSION.to_owned(),
+            kind: vllm_scaling_core::KIND.to_owned(),
+            metadata: vllm_scaling_core::ObjectMeta {
+                name: self.metadata.name.clone(),
+                namespace: self.metadata.namespace.clone(),
+                labels: self.metadata.labels.clone().unwrap_or_default(),
+                annotations: self.metadata.annotations.clone().unwrap_or_default(),
+            },
+            spec: self.spec.0.clone(),
+            status: None,
+        }
+    }
+}
+
+/// The `CustomResourceDefinition` of `vLLMScalingPolicy`: generated from the core's types
+/// by kube's derive and schemars, then tightened where schemars cannot say enough:
+///
+/// * `tolerance` is a number or an object (an untagged union): a structural schema cannot
+///   type it, so it keeps unknown fields and the controller validates it (`Ready=False`
+///   naming the field);
+/// * bounds the API server can check itself (`maxReplicas >= 1`, thresholds > 0,
+///   quantiles in (0, 1), the HPA's limits on windows and periods, at least one rule).
+#[must_use]
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = VllmScalingPolicyResource::crd();
+    for version in &mut crd.spec.versions {
+        let Some(validation) = version.schema.as_mut() else { continue };
+        let Some(schema) = validation.open_api_v3_schema.take() else { continue };
+        let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
+        let missing = tighten(&mut value);
+        debug_assert!(missing.is_empty(), "schema paths not found: {missing:?}");
+        validation.open_api_v3_schema = serde_json::from_value(value).ok();
+    }
+    crd
+}
+
+/// The CRD as YAML, exactly as committed in `deploy/crd.yaml`.
+///
+/// # Errors
+/// When YAML serialization fails (it does not for this type).
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    let body = serde_yaml_ng::to_string(&crd())?;
+    Ok(format!("# Generated by `vllm-autoscaler crd`; do not edit (a test fails when it drifts from the types).\n{body}"))
+}
+
+/// Adds the bounds; returns the schema paths it expected and did not find (a test keeps
+/// this empty, so a renamed field cannot silently lose its bound).
+fn tighten(root: &mut Value) -> Vec<String> {
+    let mut missing = Vec::new();
+    let Some(spec) = root.pointer_mut("/properties/spec") else { return vec!["/properties/spec".to_owned()] };
+    let mut set = |node: &mut Value, pointer: &str, key: &str, value: Value| {
+        if let Some(Value::Object(map)) = node.pointer_mut(pointer) {
+            map.insert(key.to_owned(), value);
+        } else {
+            missing.push(pointer.to_owned());
+        }
+    };
+    set(spec, "/properties/maxReplicas", "minimum", json!(1));
+    set(spec, "/properties/minReplicas", "minimum", json!(1));
+    set(spec, "/properties/scalingRules", "minItems", json!(1));
+    let rule = "/properties/scalingRules/items/properties";
+    set(spec, &format!("{rule}/threshold"), "exclusiveMinimum", json!(true));
+    set(spec, &format!("{rule}/threshold"), "minimum", json!(0));
+    set(spec, &format!("{rule}/quantile"), "exclusiveMinimum", json!(true));
+    set(spec, &format!("{rule}/quantile"), "minimum", json!(0));
+    set(spec, &format!("{rule}/quantile"), "exclusiveMaximum", json!(true));
+    set(spec, &format!("{rule}/quantile"), "maximum", json!(1));
+    set(spec, &format!("{rule}/name"), "pattern", json!("^[A-Za-z0-9_-]{1,63}$"));
+    set(spec, &format!("{rule}/window"), "pattern", json!("^([0-9]+(ms|s|m|h|d))+$"));
+    for dir in ["scaleUp", "scaleDown"] {
+        let base = format!("/properties/behavior/properties/{dir}/properties");
+        set(spec, &format!("{base}/stabilizationWindowSeconds"), "minimum", json!(0));
+        set(spec, &format!("{base}/stabilizationWindowSeconds"), "maximum", json!(3600));
+        set(spec, &format!("{base}/policies"), "minItems", json!(1));
+        set(spec, &format!("{base}/policies/items/properties/value"), "minimum", json!(1));
+        set(spec, &format!("{base}/policies/items/properties/periodSeconds"), "minimum", json!(1));
+        set(spec, &format!("{base}/policies/items/properties/periodSeconds"), "maximum", json!(1800));
+        set(spec, &format!("{base}/tolerance"), "minimum", json!(0));
+        set(spec, &format!("{base}/tolerance"), "exclusiveMaximum", json!(true));
+        set(spec, &format!("{base}/tolerance"), "maximum", json!(1));
+    }
+    if let Some(tolerance) = spec.pointer_mut("/properties/tolerance") {
+        let description = tolerance.get("description").cloned().unwrap_or_else(|| json!(""));
+        *tolerance = json!({
+            "description": description,
+            "x-kubernetes-preserve-unknown-fields": true,
+        });
+    } else {
+        missing.push("/properties/tolerance".to_owned());
+    }
+    missing
+}
