@@ -53,6 +53,7 @@ mod observation;
 mod policy;
 mod ports;
 mod scenario;
+pub mod sim;
 mod time;
 
 pub use decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};

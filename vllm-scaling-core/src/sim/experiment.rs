@@ -1,0 +1,704 @@
+//! The comparison `vllm-autoscaler simulate` runs: the recommended policy against the
+//! HPA-on-queue-depth setup, a KPA-like policy, fixed fleets and an offline oracle, on the
+//! same arrivals and the same fleet model.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+use crate::policy::{ResolvedPolicy, parse_policy};
+
+use super::autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
+use super::fleet::{Autoscaler, FleetConfig, RunResult, SimError, simulate, simulate_with_ledger};
+use super::model::ReplicaModel;
+use super::rng::SimRng;
+use super::trace::{Trace, TraceRequest};
+
+/// The policies of a comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum PolicyKind {
+    /// The project's recommended policy, run by the engine (`vllm-scaling`).
+    VllmScaling,
+    /// The HPA on `vllm:num_requests_waiting` with an average target of 5, the GKE
+    /// guide's and production-stack's default (`hpa-queue`).
+    HpaQueue,
+    /// A Knative-KPA-like policy on concurrency (`kpa`).
+    Kpa,
+    /// A fixed fleet sized for the peak interval (`fixed-peak`).
+    FixedPeak,
+    /// The smallest fixed fleet meeting the attainment target (`fixed-99`).
+    Fixed99,
+    /// The offline oracle: each interval's smallest sufficient fleet, started a cold start
+    /// ahead (`oracle`).
+    Oracle,
+}
+
+impl PolicyKind {
+    /// Every policy, in report order.
+    pub const ALL: [Self; 6] =
+        [Self::VllmScaling, Self::HpaQueue, Self::Kpa, Self::FixedPeak, Self::Fixed99, Self::Oracle];
+
+    /// The name in reports and on the command line.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::VllmScaling => "vllm-scaling",
+            Self::HpaQueue => "hpa-queue",
+            Self::Kpa => "kpa",
+            Self::FixedPeak => "fixed-peak",
+            Self::Fixed99 => "fixed-99",
+            Self::Oracle => "oracle",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown policy name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy `{0}`: expected one of vllm-scaling, hpa-queue, kpa, fixed-peak, fixed-99, oracle")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for PolicyKind {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| UnknownPolicy(s.to_owned()))
+    }
+}
+
+/// Settings of a comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentConfig {
+    /// The fleet model (its `initial_replicas` is set per policy).
+    pub fleet: FleetConfig,
+    /// The share of requests that must meet the TTFT objective (0.99).
+    pub attainment_target: f64,
+    /// The oracle's interval, seconds (60: one fleet size per minute).
+    pub oracle_interval_secs: f64,
+    /// Fewest replicas for the scaling policies (and the oracle's floor).
+    pub min_replicas: i32,
+    /// Most replicas for the scaling policies.
+    pub max_replicas: i32,
+    /// The load, as a share of the calibrated sustainable rate, that the recommended
+    /// policy and the KPA aim each replica at.
+    pub target_utilization: f64,
+    /// The engine's sync period, seconds (the HPA's 15 s).
+    pub sync_period_secs: f64,
+    /// Seed of the calibration load.
+    pub seed: u64,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            fleet: FleetConfig::default(),
+            attainment_target: 0.99,
+            oracle_interval_secs: 60.0,
+            min_replicas: 1,
+            max_replicas: 1000,
+            target_utilization: 0.8,
+            sync_period_secs: 15.0,
+            seed: 1,
+        }
+    }
+}
+
+impl ExperimentConfig {
+    fn validate(&self) -> Result<(), SimError> {
+        self.fleet.validate()?;
+        let cfg = |field: &'static str, reason: String| Err(SimError::Config { field, reason });
+        if !(self.attainment_target > 0.0 && self.attainment_target <= 1.0) {
+            return cfg("attainment_target", format!("must be in (0, 1], got {}", self.attainment_target));
+        }
+        if !(self.oracle_interval_secs.is_finite() && self.oracle_interval_secs >= 1.0) {
+            return cfg("oracle_interval_secs", format!("must be at least 1, got {}", self.oracle_interval_secs));
+        }
+        if self.min_replicas < 1 || self.max_replicas < self.min_replicas {
+            return cfg(
+                "min_replicas",
+                format!("need 1 <= min <= max, got {}..{}", self.min_replicas, self.max_replicas),
+            );
+        }
+        if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
+            return cfg("target_utilization", format!("must be in (0, 1], got {}", self.target_utilization));
+        }
+        if !(self.sync_period_secs.is_finite() && self.sync_period_secs >= 1.0) {
+            return cfg("sync_period_secs", format!("must be at least 1, got {}", self.sync_period_secs));
+        }
+        Ok(())
+    }
+}
+
+/// What one replica sustains on a request mix: measured by replaying the mix with
+/// Poisson arrivals against a single replica, the way `vllm bench serve` finds the knee.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Calibration {
+    /// The highest arrival rate one replica serves with the attainment target met, req/s.
+    pub sustainable_rps: f64,
+    /// The load the policies aim at: `target_utilization × sustainable_rps`.
+    pub target_rps: f64,
+    /// Mean running requests per replica at the target load.
+    pub running_at_target: f64,
+    /// Mean waiting plus running requests per replica at the target load.
+    pub in_flight_at_target: f64,
+}
+
+/// Measures [`Calibration`] for the token mix of `mix` (arrival times ignored).
+///
+/// # Errors
+/// An invalid model or an empty mix.
+pub fn calibrate(
+    mix: &[TraceRequest],
+    model: &ReplicaModel,
+    slo_ttft_secs: f64,
+    attainment_target: f64,
+    target_utilization: f64,
+    seed: u64,
+) -> Result<Calibration, SimError> {
+    model.validate().map_err(SimError::Model)?;
+    if mix.is_empty() {
+        return Err(SimError::NoRequests);
+    }
+    let fleet = FleetConfig {
+        model: *model,
+        slo_ttft_secs,
+        initial_replicas: 1,
+        cold_start_secs: 0.0,
+        scrape_interval_secs: 60.0,
+        sample_interval_secs: 60.0,
+        ..FleetConfig::default()
+    };
+    // Poisson arrivals at `rps`, token pairs drawn from the mix; the same seed for every
+    // rate (common random numbers), so attainment falls with the rate without noise.
+    let load = |rps: f64| -> Vec<TraceRequest> {
+        let mut rng = SimRng::stream(seed, 0x0063_616c);
+        let n = 3000usize;
+        let mut t = 0.0;
+        (0..n)
+            .map(|_| {
+                t += rng.exponential(1.0 / rps);
+                let pick = mix[rng.below(mix.len())];
+                TraceRequest { arrival_secs: t, ..pick }
+            })
+            .collect()
+    };
+    let run = |rps: f64| -> Result<(f64, f64, f64), SimError> {
+        let reqs = load(rps);
+        let mut one = FixedAutoscaler::new("calibration", 1);
+        let (run, ledger) = simulate_with_ledger(&reqs, &fleet, &mut one, &mut |_| {})?;
+        // Skip the first tenth: the replica starts empty.
+        let skip = reqs.len() / 10;
+        let kept = &reqs[skip..];
+        let ok = run.ttft_secs[skip..].iter().filter(|&&t| t <= slo_ttft_secs).count() as f64 / kept.len() as f64;
+        let span = kept[kept.len() - 1].arrival_secs - kept[0].arrival_secs;
+        let (mut running, mut in_flight) = (0.0, 0.0);
+        for (i, r) in kept.iter().enumerate() {
+            let j = skip + i;
+            if ledger.finished[j].is_finite() {
+                running += ledger.finished[j] - ledger.admitted[j];
+                in_flight += ledger.finished[j] - r.arrival_secs;
+            }
+        }
+        // Little's law: mean number in the system = rate × mean time in it.
+        Ok((ok, running / span.max(1e-9), in_flight / span.max(1e-9)))
+    };
+    let (mut lo, mut hi) = (0.01, 1.0);
+    while run(hi)?.0 >= attainment_target && hi < 10_000.0 {
+        lo = hi;
+        hi *= 2.0;
+    }
+    for _ in 0..14 {
+        let mid = 0.5 * (lo + hi);
+        if run(mid)?.0 >= attainment_target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let target_rps = lo * target_utilization;
+    let (_, running_at_target, in_flight_at_target) = run(target_rps)?;
+    Ok(Calibration { sustainable_rps: lo, target_rps, running_at_target, in_flight_at_target })
+}
+
+/// The oracle's plan: the smallest fleet for each interval, found by search with the
+/// interval's requests alone on a warm fleet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OraclePlan {
+    /// The interval, seconds.
+    pub interval_secs: f64,
+    /// Replicas per interval.
+    pub replicas: Vec<i32>,
+    /// Intervals where even many more replicas could not meet the target (requests
+    /// longer than the objective allows), so the plan holds the best reachable attainment.
+    pub infeasible_intervals: usize,
+}
+
+impl OraclePlan {
+    /// The largest interval fleet.
+    #[must_use]
+    pub fn peak(&self) -> i32 {
+        self.replicas.iter().copied().max().unwrap_or(1)
+    }
+
+    /// The timetable: each interval's fleet is asked for `cold_start_secs` before the
+    /// interval starts (so it is ready in time) and kept until it ends; overlapping asks
+    /// take the larger.
+    #[must_use]
+    pub fn schedule(&self, cold_start_secs: f64) -> Vec<(f64, i32)> {
+        let len = self.interval_secs;
+        let mut points: Vec<f64> = Vec::with_capacity(self.replicas.len() * 2 + 1);
+        points.push(0.0);
+        for m in 0..self.replicas.len() {
+            let start = m as f64 * len;
+            points.push((start - cold_start_secs).max(0.0));
+            points.push(start);
+        }
+        points.sort_by(f64::total_cmp);
+        points.dedup();
+        let mut steps: Vec<(f64, i32)> = Vec::with_capacity(points.len());
+        for p in points {
+            let need = self
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| {
+                    let start = *m as f64 * len;
+                    start - cold_start_secs <= p + 1e-9 && p < start + len - 1e-9
+                })
+                .map(|(_, &n)| n)
+                .max()
+                .unwrap_or(0);
+            if steps.last().is_none_or(|s| s.1 != need) {
+                steps.push((p, need));
+            }
+        }
+        steps
+    }
+}
+
+/// The result of a search for a fixed fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixedSearch {
+    /// The fleet size found.
+    pub replicas: i32,
+    /// Its attainment.
+    pub attainment: f64,
+    /// Whether it meets the target (false: no fleet size does; this is the smallest at
+    /// the plateau of what more replicas can reach).
+    pub target_met: bool,
+}
+
+/// The smallest `n` in `[lo, cap]` with `f(n) >= target`, assuming `f` grows with `n`
+/// until it plateaus below `ceiling` (the share of requests that can meet the objective
+/// at all); starts from `guess`. When the target is out of reach it returns the smallest
+/// `n` within 0.05 % of the plateau.
+fn smallest_meeting(
+    f: &mut dyn FnMut(i32) -> Result<f64, SimError>,
+    lo: i32,
+    guess: i32,
+    cap: i32,
+    target: f64,
+    ceiling: f64,
+) -> Result<FixedSearch, SimError> {
+    const PLATEAU: f64 = 0.001;
+    const SLACK: f64 = 0.0005;
+    let mut memo: BTreeMap<i32, f64> = BTreeMap::new();
+    let mut eval = |n: i32, memo: &mut BTreeMap<i32, f64>| -> Result<f64, SimError> {
+        if let Some(&v) = memo.get(&n) {
+            return Ok(v);
+        }
+        let v = f(n)?;
+        memo.insert(n, v);
+        Ok(v)
+    };
+    let floor = lo.max(1);
+    let mut hi = guess.clamp(floor, cap.max(floor));
+    let mut goal = target;
+    loop {
+        let a = eval(hi, &mut memo)?;
+        if a >= goal {
+            break;
+        }
+        if hi >= cap {
+            goal = a - SLACK;
+            break;
+        }
+        let next = (hi.saturating_mul(2)).clamp(hi + 1, cap);
+        let b = eval(next, &mut memo)?;
+        hi = next;
+        // Doubling the fleet no longer helps, close to what is reachable at all.
+        if b < goal && b - a < PLATEAU && b >= ceiling - 0.02 {
+            goal = b - SLACK;
+            break;
+        }
+    }
+    // `hi` meets `goal`; start the bisection above the largest probe that fails it (the
+    // goal may have been lowered after some probes were made).
+    let mut lo = memo.range(..hi).filter(|(_, v)| **v < goal).map(|(n, _)| n + 1).max().unwrap_or(floor).min(hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if eval(mid, &mut memo)? >= goal {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let attainment = eval(hi, &mut memo)?;
+    Ok(FixedSearch { replicas: hi, attainment, target_met: attainment >= target })
+}
+
+/// The share of requests whose prompt alone, on an idle replica, meets the objective:
+/// the most any fleet can reach.
+#[must_use]
+pub fn feasible_share(requests: &[TraceRequest], model: &ReplicaModel, slo_ttft_secs: f64) -> f64 {
+    if requests.is_empty() {
+        return 1.0;
+    }
+    let chunk = model.max_batched_tokens;
+    let ok = requests
+        .iter()
+        .filter(|r| {
+            let full = r.input_tokens / chunk;
+            let rest = r.input_tokens % chunk;
+            let mut ms = f64::from(full) * model.step_ms(chunk, 1);
+            if rest > 0 {
+                ms += model.step_ms(rest, 1);
+            }
+            ms / 1000.0 <= slo_ttft_secs
+        })
+        .count();
+    ok as f64 / requests.len() as f64
+}
+
+fn fixed_attainment(reqs: &[TraceRequest], fleet: &FleetConfig, n: i32) -> Result<f64, SimError> {
+    let fleet = FleetConfig { initial_replicas: n.max(0) as u32, ..*fleet };
+    let mut fixed = FixedAutoscaler::new("probe", n);
+    Ok(simulate(reqs, &fleet, &mut fixed, &mut |_| {})?.report.slo_attainment)
+}
+
+/// Everything a comparison needs before the policies run: the calibration, the oracle's
+/// plan and the fixed fleet sizes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The settings.
+    pub config: ExperimentConfig,
+    /// One replica's capacity on this mix.
+    pub calibration: Calibration,
+    /// The oracle's per-interval fleet.
+    pub oracle: OraclePlan,
+    /// The `fixed-peak` size: the oracle's largest interval fleet.
+    pub fixed_peak: i32,
+    /// The `fixed-99` search.
+    pub fixed_99: FixedSearch,
+    /// The recommended policy, as YAML.
+    pub recommended_policy: String,
+}
+
+/// What the plan stage is doing, for progress reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Measuring one replica.
+    Calibrate,
+    /// Searching each interval's fleet for the oracle.
+    Oracle,
+    /// Searching the `fixed-99` fleet.
+    Fixed99,
+    /// Running a policy.
+    Run(PolicyKind),
+}
+
+impl Plan {
+    /// Calibrates, plans the oracle, and searches the fixed fleets.
+    ///
+    /// # Errors
+    /// An invalid configuration or empty arrivals.
+    pub fn prepare(
+        requests: &[TraceRequest],
+        config: &ExperimentConfig,
+        progress: &mut dyn FnMut(Stage, f64),
+    ) -> Result<Self, SimError> {
+        config.validate()?;
+        if requests.is_empty() {
+            return Err(SimError::NoRequests);
+        }
+        let fleet = &config.fleet;
+        progress(Stage::Calibrate, 0.0);
+        let calibration = calibrate(
+            requests,
+            &fleet.model,
+            fleet.slo_ttft_secs,
+            config.attainment_target,
+            config.target_utilization,
+            config.seed,
+        )?;
+        progress(Stage::Calibrate, 1.0);
+        let trace = Trace::from_requests(requests.to_vec()).map_err(|_| SimError::NoRequests)?;
+        let ceiling = |reqs: &[TraceRequest]| feasible_share(reqs, &fleet.model, fleet.slo_ttft_secs);
+        let len = config.oracle_interval_secs;
+        let intervals = (trace.duration_secs() / len).floor() as usize + 1;
+        let mut replicas = Vec::with_capacity(intervals);
+        let mut infeasible_intervals = 0;
+        let mut guess = config.min_replicas;
+        for m in 0..intervals {
+            progress(Stage::Oracle, m as f64 / intervals as f64);
+            let window = trace.window(m as f64 * len, (m + 1) as f64 * len);
+            if window.is_empty() {
+                replicas.push(config.min_replicas);
+                continue;
+            }
+            let cap = (window.len() as i32).clamp(config.min_replicas, config.max_replicas);
+            let estimate = (window.len() as f64 / len / calibration.sustainable_rps).ceil() as i32;
+            let found = smallest_meeting(
+                &mut |n| fixed_attainment(&window, fleet, n),
+                config.min_replicas,
+                estimate.max(guess / 2).max(1),
+                cap,
+                config.attainment_target,
+                ceiling(&window),
+            )?;
+            if !found.target_met {
+                infeasible_intervals += 1;
+            }
+            guess = found.replicas;
+            replicas.push(found.replicas.max(config.min_replicas));
+        }
+        progress(Stage::Oracle, 1.0);
+        let oracle = OraclePlan { interval_secs: len, replicas, infeasible_intervals };
+        let fixed_peak = oracle.peak();
+        progress(Stage::Fixed99, 0.0);
+        let fixed_99 = smallest_meeting(
+            &mut |n| fixed_attainment(requests, fleet, n),
+            1,
+            fixed_peak,
+            config.max_replicas.max(fixed_peak),
+            config.attainment_target,
+            ceiling(requests),
+        )?;
+        progress(Stage::Fixed99, 1.0);
+        let recommended_policy = recommended_policy_yaml(&calibration, config);
+        Ok(Self { config: *config, calibration, oracle, fixed_peak, fixed_99, recommended_policy })
+    }
+
+    /// The fleet model a policy runs on (reactive policies start with the oracle's first
+    /// interval fleet, warm; fixed fleets and the oracle start at their own size).
+    #[must_use]
+    pub fn fleet_for(&self, kind: PolicyKind) -> FleetConfig {
+        let initial = match kind {
+            PolicyKind::FixedPeak => self.fixed_peak,
+            PolicyKind::Fixed99 => self.fixed_99.replicas,
+            PolicyKind::Oracle => self.oracle.schedule(self.config.fleet.cold_start_secs).first().map_or(1, |s| s.1),
+            _ => self.oracle.replicas.first().copied().unwrap_or(1).max(self.config.min_replicas),
+        };
+        FleetConfig { initial_replicas: initial.max(0) as u32, ..self.config.fleet }
+    }
+
+    /// Builds a policy of the comparison.
+    ///
+    /// # Errors
+    /// [`SimError::Policy`] if a built-in policy does not validate (a bug).
+    pub fn autoscaler(&self, kind: PolicyKind) -> Result<Box<dyn Autoscaler + Send>, SimError> {
+        let c = &self.config;
+        let sync = EngineConfig::default().with_sync_period(Duration::from_secs_f64(c.sync_period_secs));
+        Ok(match kind {
+            PolicyKind::VllmScaling => {
+                let policy = parse(kind, &self.recommended_policy)?;
+                Box::new(EngineAutoscaler::new(kind.name(), policy, sync).with_scrape_interval(RECOMMENDED_SCRAPE_SECS))
+            }
+            PolicyKind::HpaQueue => {
+                Box::new(EngineAutoscaler::new(kind.name(), parse(kind, &hpa_queue_policy_yaml(c))?, sync))
+            }
+            PolicyKind::Kpa => Box::new(KpaAutoscaler::new(
+                kind.name(),
+                KpaConfig {
+                    target_concurrency: self.calibration.in_flight_at_target.max(1.0),
+                    min_replicas: c.min_replicas,
+                    max_replicas: c.max_replicas,
+                    ..KpaConfig::default()
+                },
+            )),
+            PolicyKind::FixedPeak => Box::new(FixedAutoscaler::new(kind.name(), self.fixed_peak)),
+            PolicyKind::Fixed99 => Box::new(FixedAutoscaler::new(kind.name(), self.fixed_99.replicas)),
+            PolicyKind::Oracle => {
+                Box::new(ScheduleAutoscaler::new(kind.name(), self.oracle.schedule(c.fleet.cold_start_secs)))
+            }
+        })
+    }
+
+    /// Runs one policy of the comparison.
+    ///
+    /// # Errors
+    /// As [`simulate`].
+    pub fn run(
+        &self,
+        requests: &[TraceRequest],
+        kind: PolicyKind,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<RunResult, SimError> {
+        let mut autoscaler = self.autoscaler(kind)?;
+        simulate(requests, &self.fleet_for(kind), autoscaler.as_mut(), progress)
+    }
+}
+
+fn parse(kind: PolicyKind, yaml: &str) -> Result<ResolvedPolicy, SimError> {
+    parse_policy(yaml)
+        .map(|(_, p)| p)
+        .map_err(|e| SimError::Policy { name: kind.name().to_owned(), reason: e.to_string() })
+}
+
+/// The recommended policy scrapes pods directly every 5 s.
+pub const RECOMMENDED_SCRAPE_SECS: f64 = 5.0;
+
+/// The recommended policy for a calibrated replica, as a `vLLMScalingPolicy` document.
+#[must_use]
+pub fn recommended_policy_yaml(calibration: &Calibration, config: &ExperimentConfig) -> String {
+    let rps = round_to(calibration.target_rps, 0.01).max(0.01);
+    let running = round_to(calibration.running_at_target, 0.1).max(1.0);
+    format!(
+        "apiVersion: autoscaler.production-stack/v1alpha1
+kind: vLLMScalingPolicy
+metadata:
+  name: vllm-scaling
+spec:
+  minReplicas: {min}
+  maxReplicas: {max}
+  scalingRules:
+    # Finished requests per second per replica: {util:.0} % of the {sustainable:.2} req/s one
+    # replica sustains on this mix at the TTFT objective (calibrated).
+    - metric: requests_per_second
+      threshold: {rps}
+      window: 30s
+      source: pods
+    # Requests in the running batch per replica at that load.
+    - metric: running_requests
+      threshold: {running}
+      source: pods
+    # A backlog means the fleet is already short.
+    - metric: queue_length
+      threshold: 3
+      source: pods
+  tolerance: {{scaleUp: 0.05, scaleDown: 0.15}}
+  behavior:
+    scaleUp:
+      stabilizationWindowSeconds: 0
+      policies:
+        - {{type: Percent, value: 100, periodSeconds: 15}}
+        - {{type: Pods, value: 8, periodSeconds: 15}}
+    scaleDown:
+      stabilizationWindowSeconds: 180
+      policies:
+        - {{type: Percent, value: 20, periodSeconds: 60}}
+",
+        min = config.min_replicas,
+        max = config.max_replicas,
+        util = config.target_utilization * 100.0,
+        sustainable = calibration.sustainable_rps,
+    )
+}
+
+/// The HPA-on-queue-depth baseline: `vllm:num_requests_waiting` averaged per pod with a
+/// target of 5 (production-stack's default KEDA trigger, the GKE guide's HPA), read from
+/// Prometheus, with Kubernetes' default behavior (300 s scale-down stabilization).
+#[must_use]
+pub fn hpa_queue_policy_yaml(config: &ExperimentConfig) -> String {
+    format!(
+        "apiVersion: autoscaler.production-stack/v1alpha1
+kind: vLLMScalingPolicy
+metadata:
+  name: hpa-queue
+spec:
+  minReplicas: {}
+  maxReplicas: {}
+  scalingRules:
+    - metric: queue_length
+      threshold: 5
+      source: prometheus
+  behavior: {{}}
+",
+        config.min_replicas, config.max_replicas
+    )
+}
+
+fn round_to(v: f64, step: f64) -> f64 {
+    (v / step).round() * step
+}
+
+/// Every policy's run, with the plan that set them up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    /// The calibration, oracle plan and fixed sizes.
+    pub plan: Plan,
+    /// One run per policy, in the order asked.
+    pub runs: Vec<RunResult>,
+}
+
+/// Prepares and runs `policies` one after the other.
+///
+/// # Errors
+/// As [`Plan::prepare`] and [`simulate`].
+pub fn compare(
+    requests: &[TraceRequest],
+    config: &ExperimentConfig,
+    policies: &[PolicyKind],
+    progress: &mut dyn FnMut(Stage, f64),
+) -> Result<Comparison, SimError> {
+    let plan = Plan::prepare(requests, config, progress)?;
+    let mut runs = Vec::with_capacity(policies.len());
+    for &kind in policies {
+        runs.push(plan.run(requests, kind, &mut |f| progress(Stage::Run(kind), f))?);
+    }
+    Ok(Comparison { plan, runs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_starts_a_cold_start_ahead_and_keeps_the_larger() {
+        let plan = OraclePlan { interval_secs: 60.0, replicas: vec![2, 5, 3, 3, 1], infeasible_intervals: 0 };
+        let s = plan.schedule(30.0);
+        assert_eq!(s, vec![(0.0, 2), (30.0, 5), (120.0, 3), (240.0, 1)]);
+        // A cold start longer than an interval reaches back further.
+        let s = plan.schedule(90.0);
+        assert_eq!(s[0], (0.0, 5));
+    }
+
+    #[test]
+    fn search_finds_the_smallest_and_handles_plateaus() {
+        let mut steps = |n: i32| Ok(if n >= 17 { 0.995 } else { 0.5 });
+        let r = smallest_meeting(&mut steps, 1, 4, 1000, 0.99, 1.0).unwrap();
+        assert_eq!((r.replicas, r.target_met), (17, true));
+        let mut plateau = |n: i32| Ok(if n >= 12 { 0.97 } else { 0.9 });
+        let r = smallest_meeting(&mut plateau, 1, 4, 1000, 0.99, 0.975).unwrap();
+        assert_eq!((r.replicas, r.target_met), (12, false));
+        // Far below the ceiling, a flat stretch is not a plateau.
+        let mut slow = |n: i32| Ok(if n >= 40 { 0.995 } else { 0.01 });
+        let r = smallest_meeting(&mut slow, 1, 4, 1000, 0.99, 1.0).unwrap();
+        assert_eq!((r.replicas, r.target_met), (40, true));
+    }
+
+    #[test]
+    fn policy_names_round_trip() {
+        for k in PolicyKind::ALL {
+            assert_eq!(k.name().parse::<PolicyKind>().unwrap(), k);
+        }
+        assert!("hpa".parse::<PolicyKind>().unwrap_err().to_string().contains("hpa-queue"));
+    }
+}

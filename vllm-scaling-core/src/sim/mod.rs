@@ -1,0 +1,61 @@
+//! The trace-driven fleet simulator: replays request arrivals against a modelled vLLM
+//! fleet driven by a scaling policy, on simulated time.
+//!
+//! It is pure like the rest of the crate: no clock, no files, no threads, and the same
+//! seed gives the same run. Traces are parsed from text ([`Trace::parse_csv`]); reading
+//! files, plotting and progress bars belong to the driver (`vllm-autoscaler simulate`).
+//!
+//! The pieces:
+//! - [`ReplicaModel`]: one vLLM replica: continuous batching with chunked prefill, a
+//!   step time `a + b·(prefill tokens) + c·(sequences)`, a KV-cache token budget and a
+//!   waiting queue. Each request gets its queue time, time to first token, inter-token
+//!   latency and end-to-end latency.
+//! - [`FleetConfig`] and [`simulate`]: replicas that become useful a cold start after the
+//!   scale decision, drain when removed, and cost GPU time from the decision; a gateway
+//!   that routes each request to the least-loaded ready replica; pods scraped at an
+//!   interval, with an optional Prometheus lag; the policy evaluated on its own period.
+//! - [`Autoscaler`]: what the simulator drives. [`EngineAutoscaler`] runs the same
+//!   [`Engine`](crate::Engine) the controller runs, fed the catalog metrics built from the
+//!   scrapes by [`FleetView::scaling_metrics`]; [`KpaAutoscaler`], [`FixedAutoscaler`]
+//!   and [`ScheduleAutoscaler`] are the baselines.
+//! - [`Plan`] and [`compare`]: the comparison of `vllm-autoscaler simulate` (the
+//!   recommended policy, `hpa-queue`, `kpa`, `fixed-peak`, `fixed-99`, `oracle`).
+//! - [`GeneratorConfig`]: the built-in load (daily shape, Gamma arrivals, bursts).
+//!
+//! ```
+//! use vllm_scaling_core::sim::{compare, ExperimentConfig, GeneratorConfig, PolicyKind};
+//!
+//! let trace = GeneratorConfig { duration_secs: 600.0, mean_rps: 15.0, ..GeneratorConfig::default() }
+//!     .generate(1)
+//!     .unwrap();
+//! let config = ExperimentConfig::default();
+//! let comparison = compare(trace.requests(), &config, &[PolicyKind::VllmScaling, PolicyKind::Oracle], &mut |_, _| {}).unwrap();
+//! let ours = &comparison.runs[0].report;
+//! assert_eq!(ours.name, "vllm-scaling");
+//! assert!(ours.gpu_hours > 0.0 && (0.0..=1.0).contains(&ours.slo_attainment));
+//! ```
+
+mod autoscalers;
+mod experiment;
+mod fleet;
+mod generator;
+mod ledger;
+mod model;
+mod observe;
+mod replica;
+mod report;
+mod rng;
+mod trace;
+
+pub use autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
+pub use experiment::{
+    Calibration, Comparison, ExperimentConfig, FixedSearch, OraclePlan, Plan, PolicyKind, RECOMMENDED_SCRAPE_SECS,
+    Stage, UnknownPolicy, calibrate, compare, feasible_share, hpa_queue_policy_yaml, recommended_policy_yaml,
+};
+pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, simulate};
+pub use generator::GeneratorConfig;
+pub use model::{ModelError, ReplicaModel};
+pub use observe::{FleetView, PodSample, PodStatus, Snapshot, pod_name};
+pub use report::{PolicyReport, ScaleChange, SeriesPoint, direction_changes};
+pub use rng::SimRng;
+pub use trace::{ParsedTrace, Trace, TraceError, TraceOptions, TraceRequest, TraceStats};
