@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::advanced::ExtraProposal;
 use crate::metric::{Metric, TargetType};
 use crate::time::Timestamp;
 
@@ -36,6 +37,13 @@ pub struct Decision {
     pub actuate: bool,
     /// When to evaluate again (maps onto kube-runtime's `Action::requeue`).
     pub next_evaluation: Timestamp,
+    /// Proposals that do not come from one rule (panic mode, the predictive forecast);
+    /// empty unless those features are configured and proposing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_proposals: Vec<ExtraProposal>,
+    /// The scheduled bounds in force, if a schedule is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_schedule: Option<String>,
 }
 
 impl Decision {
@@ -72,6 +80,10 @@ pub struct RuleOutcome {
     /// Why the rule is missing or invalid, or a note on how the proposal was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The rule failed and `proposal` is its `fallbackReplicas` (raised to the current
+    /// replicas: a fallback never scales down).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
 }
 
 /// Whether a rule produced a usable proposal.
@@ -113,6 +125,21 @@ pub enum LimitedBy {
     /// No rule produced a proposal, or some failed and the rest would scale down:
     /// replicas are held.
     MetricsUnavailable,
+    /// The survivors check raised a scale-down so the remaining replicas stay under
+    /// every threshold.
+    SurvivorsCheck,
+    /// Panic mode held a scale-down.
+    PanicHold,
+    /// An active schedule's `minReplicas` bounded the result.
+    ScheduledMinReplicas,
+    /// An active schedule's `maxReplicas` bounded the result.
+    ScheduledMaxReplicas,
+    /// Scale to zero: the activation signal was idle long enough, so the target went to
+    /// (or stays at) zero.
+    ScaleToZero,
+    /// Scale to zero is configured but the activation signal has not been idle for
+    /// `idleSeconds` (or is missing): at least one replica is kept.
+    ScaleToZeroWait,
 }
 
 impl LimitedBy {
@@ -130,6 +157,12 @@ impl LimitedBy {
             Self::MaxReplicas => "maxReplicas",
             Self::ScalingDisabled => "scalingDisabled",
             Self::MetricsUnavailable => "metricsUnavailable",
+            Self::SurvivorsCheck => "survivorsCheck",
+            Self::PanicHold => "panicHold",
+            Self::ScheduledMinReplicas => "scheduledMinReplicas",
+            Self::ScheduledMaxReplicas => "scheduledMaxReplicas",
+            Self::ScaleToZero => "scaleToZero",
+            Self::ScaleToZeroWait => "scaleToZeroWait",
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::advanced::{self, Activation, AdvancedState, ExtraProposal, ResolvedScaleToZero};
 use crate::decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};
 use crate::metric::TargetType;
 use crate::observation::{CurrentScale, PodMetrics, PodPhase, ScalingMetrics};
@@ -16,6 +17,7 @@ use crate::policy::{
     DEFAULT_DOWNSCALE_STABILIZATION, Mode, PolicyType, ResolvedDirection, ResolvedPolicy, ResolvedRule, SelectPolicy,
     to_milli,
 };
+use crate::schedule::Bounds;
 use crate::time::Timestamp;
 
 /// Controller-wide settings (the kube-controller-manager flags of the HPA).
@@ -91,6 +93,10 @@ pub struct EngineState {
     /// Recent scale-downs.
     #[serde(default)]
     pub scale_down_events: Vec<ScaleEvent>,
+    /// The history of the steps beyond the HPA (panic window, forecast samples, idle
+    /// time); empty, and absent from JSON, unless those features are configured.
+    #[serde(default, skip_serializing_if = "AdvancedState::is_empty")]
+    pub advanced: AdvancedState,
 }
 
 /// The policy engine for one target.
@@ -172,51 +178,113 @@ impl Engine {
             self.state.recommendations.push(Recommendation { at: now, replicas: current });
         }
         let p = &self.policy;
-        let computed: Vec<Computed> = p.rules.iter().map(|r| compute_rule(r, p, scale, metrics)).collect();
+        let mut computed: Vec<Computed> = p.rules.iter().map(|r| compute_rule(r, p, scale, metrics)).collect();
+        // The steps beyond the HPA (advanced.rs); each is a no-op unless configured.
+        let extras = gather_extras(&self.policy, &mut self.state.advanced, now, current, &mut computed, metrics);
+        let p = &self.policy;
+        let bounds = &extras.bounds;
+        let (min, max) = (bounds.min_replicas, bounds.max_replicas);
+        let min_reason =
+            if bounds.min_from_schedule { LimitedBy::ScheduledMinReplicas } else { LimitedBy::MinReplicas };
+        let max_reason =
+            if bounds.max_from_schedule { LimitedBy::ScheduledMaxReplicas } else { LimitedBy::MaxReplicas };
+        let scale_to_zero = p.advanced.scale_to_zero.clone();
 
         let mut proposed_replicas = None;
         let mut winning_rule = None;
-        let (desired, limited_by, note) = if current == 0 && p.min_replicas != 0 {
+        let mut survivors_note = None;
+        let (desired, limited_by, note) = if current == 0 && p.min_replicas != 0 && scale_to_zero.is_none() {
             (
                 0,
                 LimitedBy::ScalingDisabled,
                 "the target runs 0 replicas and scale-to-zero is not configured: hands off".to_owned(),
             )
-        } else if current > p.max_replicas {
-            (
-                p.max_replicas,
-                LimitedBy::MaxReplicas,
-                format!("{current} replicas is above maxReplicas {}", p.max_replicas),
-            )
-        } else if current < p.min_replicas {
-            (
-                p.min_replicas,
-                LimitedBy::MinReplicas,
-                format!("{current} replicas is below minReplicas {}", p.min_replicas),
-            )
+        } else if current == 0 && min == 0 && !extras.activated {
+            // Scale to zero: idle (or no signal) at zero stays at zero; a missing signal
+            // never starts replicas unless the activation rule has fallbackReplicas.
+            (0, LimitedBy::ScaleToZero, "idle at zero: the activation signal does not ask for replicas".to_owned())
+        } else if current > max {
+            (max, max_reason, format!("{current} replicas is above {} {max}", describe_limit(max_reason)))
+        } else if current < min {
+            (min, min_reason, format!("{current} replicas is below {} {min}", describe_limit(min_reason)))
         } else {
-            match combine(&computed, current) {
-                Combined::Hold(why) => (current, LimitedBy::MetricsUnavailable, why),
-                Combined::Proposal { replicas, winner } => {
+            // Max of the rule proposals and the extra ones (panic, predictive). Extras
+            // only raise: a hold stands unless one asks for more than the current scale.
+            let best_extra = extras.proposals.iter().fold(None::<&ExtraProposal>, |best, e| match best {
+                Some(b) if b.replicas >= e.replicas => Some(b),
+                _ => Some(e),
+            });
+            let merged = match (combine(&computed, current), best_extra) {
+                (Combined::Proposal { replicas, .. }, Some(e)) if e.replicas > replicas => {
+                    Ok((e.replicas, e.source.as_str().to_owned()))
+                }
+                (Combined::Proposal { replicas, winner }, _) => Ok((replicas, computed[winner].outcome.name.clone())),
+                (Combined::Hold(_), Some(e)) if e.replicas > current => Ok((e.replicas, e.source.as_str().to_owned())),
+                (Combined::Hold(why), _) => Err(why),
+            };
+            match merged {
+                Err(why) => (current, LimitedBy::MetricsUnavailable, why),
+                Ok((replicas, winner)) => {
                     proposed_replicas = Some(replicas);
-                    winning_rule = Some(computed[winner].outcome.name.clone());
-                    let (desired, limited) = self.normalize(now, current, replicas);
+                    winning_rule = Some(winner.clone());
+                    // The survivors check: a scale-down goes only as far as the replicas
+                    // left stay under every threshold.
+                    let mut target = replicas;
+                    if let Some(check) = &p.advanced.survivors_check
+                        && replicas < current
+                        && let Some((floor, key)) = advanced::survivors_floor(
+                            &p.rules,
+                            computed.iter().map(|c| &c.outcome),
+                            metrics,
+                            current,
+                            replicas,
+                            check.headroom,
+                        )
+                    {
+                        target = floor;
+                        survivors_note = Some(format!(
+                            "survivors check: `{key}` needs {floor} replicas to stay under {:.0}% of its threshold",
+                            (1.0 - check.headroom) * 100.0
+                        ));
+                    }
+                    let limits = Limits {
+                        min,
+                        max,
+                        min_reason,
+                        max_reason,
+                        panic_scale_up_rate: p
+                            .advanced
+                            .panic
+                            .as_ref()
+                            .and_then(|cfg| extras.panicking.then_some(cfg.max_scale_up_rate)),
+                    };
+                    let (desired, limited) = self.normalize(now, current, target, &limits);
+                    let limited = if limited == LimitedBy::None && target != replicas {
+                        LimitedBy::SurvivorsCheck
+                    } else {
+                        limited
+                    };
+                    // Scale to zero, the last bound.
+                    let (desired, limited) = match &scale_to_zero {
+                        Some(cfg) if min == 0 => zero_bound(cfg, &extras, &computed, now, current, desired, limited),
+                        _ => (desired, limited),
+                    };
                     let limited = if limited == LimitedBy::None
                         && desired == current
-                        && computed.iter().all(|c| c.outcome.status != RuleStatus::Ok || c.within_tolerance)
+                        && computed
+                            .iter()
+                            .all(|c| (c.outcome.status != RuleStatus::Ok && !c.outcome.fallback) || c.within_tolerance)
                     {
                         LimitedBy::Tolerance
                     } else {
                         limited
                     };
+                    let from_zero = if current == 0 { "scale from zero on the activation signal; " } else { "" };
                     let note = match limited {
-                        LimitedBy::None => {
-                            format!("largest proposal {replicas} from {}", computed[winner].outcome.name)
-                        }
+                        LimitedBy::None => format!("{from_zero}largest proposal {replicas} from {winner}"),
                         LimitedBy::Tolerance => "every rule is within tolerance".to_owned(),
                         other => format!(
-                            "largest proposal {replicas} from {}, limited by {}",
-                            computed[winner].outcome.name,
+                            "{from_zero}largest proposal {replicas} from {winner}, limited by {}",
                             describe_limit(other)
                         ),
                     };
@@ -236,6 +304,9 @@ impl Engine {
         for r in &rules {
             let _ = write!(explanation, "; {}", summarize_rule(r));
         }
+        for line in extras.notes.iter().chain(&survivors_note) {
+            let _ = write!(explanation, "; {line}");
+        }
         if self.policy.mode == Mode::Observe && desired != current {
             explanation.push_str(" (observe mode: not applied)");
         }
@@ -250,6 +321,8 @@ impl Engine {
             explanation,
             actuate: desired != current && self.policy.mode == Mode::Active,
             next_evaluation: now.saturating_add(self.config.sync_period),
+            extra_proposals: extras.proposals,
+            active_schedule: extras.bounds.schedule,
         }
     }
 
@@ -285,21 +358,32 @@ impl Engine {
         }
     }
 
-    fn normalize(&mut self, now: Timestamp, current: i32, desired: i32) -> (i32, LimitedBy) {
-        let (min, max) = (self.policy.min_replicas, self.policy.max_replicas);
+    fn normalize(&mut self, now: Timestamp, current: i32, desired: i32, limits: &Limits) -> (i32, LimitedBy) {
+        let (min, max) = (limits.min, limits.max);
+        // Panic mode (advanced.rs) holds scale-down after stabilization and lifts the
+        // scale-up limit to ceil(current × maxScaleUpRate); both no-ops when not panicking.
+        let panicking = limits.panic_scale_up_rate.is_some();
+        let panic_up_limit = limits.panic_scale_up_rate.map_or(i32::MIN, |r| sat_i32((f64::from(current) * r).ceil()));
         match self.policy.behavior.clone() {
             None => {
                 // horizontal.go normalizeDesiredReplicas + convertDesiredReplicasWithRules.
                 let stabilized = self.stabilize_legacy(now, desired);
-                let limited = if stabilized != desired { LimitedBy::ScaleDownStabilization } else { LimitedBy::None };
-                let scale_up_limit = sat_i32((2.0 * f64::from(current)).max(4.0));
+                let mut limited =
+                    if stabilized != desired { LimitedBy::ScaleDownStabilization } else { LimitedBy::None };
+                let stabilized = if panicking && stabilized < current {
+                    limited = LimitedBy::PanicHold;
+                    current
+                } else {
+                    stabilized
+                };
+                let scale_up_limit = sat_i32((2.0 * f64::from(current)).max(4.0)).max(panic_up_limit);
                 let (max_allowed, max_reason) = if max > scale_up_limit {
                     (scale_up_limit, LimitedBy::ScaleUpPolicy)
                 } else {
-                    (max, LimitedBy::MaxReplicas)
+                    (max, limits.max_reason)
                 };
                 if stabilized < min {
-                    (min, LimitedBy::MinReplicas)
+                    (min, limits.min_reason)
                 } else if stabilized > max_allowed {
                     (max_allowed, max_reason)
                 } else {
@@ -310,23 +394,31 @@ impl Engine {
                 // horizontal.go normalizeDesiredReplicasWithBehaviors.
                 let stabilized =
                     self.stabilize_with_behavior(now, current, desired, &behavior.scale_up, &behavior.scale_down);
-                let limited = match (stabilized == desired, desired >= current) {
+                let mut limited = match (stabilized == desired, desired >= current) {
                     (true, _) => LimitedBy::None,
                     (false, true) => LimitedBy::ScaleUpStabilization,
                     (false, false) => LimitedBy::ScaleDownStabilization,
                 };
+                let stabilized = if panicking && stabilized < current {
+                    limited = LimitedBy::PanicHold;
+                    current
+                } else {
+                    stabilized
+                };
                 // convertDesiredReplicasWithBehaviorRate.
                 if stabilized > current {
-                    let limit = scale_limit(now, current, &self.state, &behavior.scale_up, true).max(current);
+                    let limit = scale_limit(now, current, &self.state, &behavior.scale_up, true)
+                        .max(current)
+                        .max(panic_up_limit);
                     let (max_allowed, reason) =
-                        if max > limit { (limit, LimitedBy::ScaleUpPolicy) } else { (max, LimitedBy::MaxReplicas) };
+                        if max > limit { (limit, LimitedBy::ScaleUpPolicy) } else { (max, limits.max_reason) };
                     if stabilized > max_allowed {
                         return (max_allowed, reason);
                     }
                 } else if stabilized < current {
                     let limit = scale_limit(now, current, &self.state, &behavior.scale_down, false).min(current);
                     let (min_allowed, reason) =
-                        if min < limit { (limit, LimitedBy::ScaleDownPolicy) } else { (min, LimitedBy::MinReplicas) };
+                        if min < limit { (limit, LimitedBy::ScaleDownPolicy) } else { (min, limits.min_reason) };
                     if stabilized < min_allowed {
                         return (min_allowed, reason);
                     }
@@ -442,12 +534,18 @@ fn describe_limit(l: LimitedBy) -> &'static str {
         LimitedBy::ScaleDownPolicy => "the scale-down rate limit",
         LimitedBy::MinReplicas => "minReplicas",
         LimitedBy::MaxReplicas => "maxReplicas",
+        LimitedBy::SurvivorsCheck => "the survivors check",
+        LimitedBy::PanicHold => "panic mode (no scale-down while panicking)",
+        LimitedBy::ScheduledMinReplicas => "the scheduled minReplicas",
+        LimitedBy::ScheduledMaxReplicas => "the scheduled maxReplicas",
+        LimitedBy::ScaleToZero => "scale to zero (idle)",
+        LimitedBy::ScaleToZeroWait => "scale to zero (not idle long enough: one replica kept)",
         _ => "policy",
     }
 }
 
 fn summarize_rule(r: &RuleOutcome) -> String {
-    let mut s = format!("{}", r.name);
+    let mut s = r.name.clone();
     match r.status {
         RuleStatus::Ok => {
             let per = if r.target_type == TargetType::AverageValue { " per replica" } else { "" };
@@ -465,6 +563,9 @@ fn summarize_rule(r: &RuleOutcome) -> String {
     }
     if let (Some(reason), false) = (&r.reason, r.status == RuleStatus::Ok) {
         let _ = write!(s, " ({reason})");
+    }
+    if let (true, Some(p)) = (r.fallback, r.proposal) {
+        let _ = write!(s, ", fallbackReplicas propose {p}");
     }
     s
 }
@@ -510,8 +611,10 @@ fn combine(computed: &[Computed], current: i32) -> Combined {
     let mut invalid = 0usize;
     let mut first_failure = None;
     for (i, c) in computed.iter().enumerate() {
-        match (c.outcome.status, c.outcome.proposal) {
-            (RuleStatus::Ok, Some(p)) => {
+        // A failed rule standing in with its fallbackReplicas counts as valid.
+        let valid = c.outcome.status == RuleStatus::Ok || c.outcome.fallback;
+        match (valid, c.outcome.proposal) {
+            (true, Some(p)) => {
                 if best.is_none_or(|(b, _)| b == 0 || p > b) {
                     best = Some((p, i));
                 }
@@ -563,6 +666,7 @@ fn compute_rule(rule: &ResolvedRule, policy: &ResolvedPolicy, scale: CurrentScal
         proposal: None,
         status: RuleStatus::Ok,
         reason: None,
+        fallback: false,
     };
     let result = proposal_for(rule, policy, scale, m);
     let mut within_tolerance = false;
@@ -795,4 +899,157 @@ fn external_average(
     let per_replica = (total as f64 / f64::from(status_replicas)).ceil();
     let observed_milli = if per_replica.is_finite() { per_replica as i64 } else { total };
     Ok(Proposal { replicas, observed_milli, ratio, within: within_band, note: None })
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps beyond the HPA (the logic is in advanced.rs; these adapt it to `Computed`)
+
+/// The bounds a normalization clamps to, and panic mode's scale-up rate.
+struct Limits {
+    min: i32,
+    max: i32,
+    min_reason: LimitedBy,
+    max_reason: LimitedBy,
+    /// `Some(maxScaleUpRate)` while panicking.
+    panic_scale_up_rate: Option<f64>,
+}
+
+/// What the steps beyond the HPA bring to one evaluation.
+struct Extras {
+    bounds: Bounds,
+    proposals: Vec<ExtraProposal>,
+    panicking: bool,
+    /// Scale to zero: the activation signal's reading.
+    activation: Option<Activation>,
+    /// At zero: whether the activation signal (or the activation rule's fallback) asks
+    /// for replicas.
+    activated: bool,
+    /// Lines for the explanation.
+    notes: Vec<String>,
+}
+
+/// Runs the observation side of the steps beyond the HPA: fallbacks, scheduled bounds,
+/// panic mode, the forecast and the activation signal. Updates `state`.
+fn gather_extras(
+    p: &ResolvedPolicy,
+    state: &mut AdvancedState,
+    now: Timestamp,
+    current: i32,
+    computed: &mut [Computed],
+    metrics: &ScalingMetrics,
+) -> Extras {
+    let a = &p.advanced;
+    let bounds = Bounds::at(&a.schedules, p.min_replicas, p.max_replicas, now);
+    let mut extras = Extras {
+        bounds,
+        proposals: Vec::new(),
+        panicking: false,
+        activation: None,
+        activated: false,
+        notes: Vec::new(),
+    };
+    // Fallbacks. At zero only the activation rule's: the others have no pods to read.
+    for (c, rule) in computed.iter_mut().zip(&p.rules) {
+        let activation_rule = a.scale_to_zero.as_ref().is_some_and(|z| z.activation_rule == rule.key);
+        if current > 0 || activation_rule {
+            apply_fallback(c, rule, current);
+        }
+    }
+    if let Some(name) = &extras.bounds.schedule {
+        let (lo, hi) = (extras.bounds.min_replicas, extras.bounds.max_replicas);
+        extras.notes.push(format!("schedule `{name}` active: replicas in [{lo}, {hi}]"));
+    }
+    if let Some(cfg) = &a.panic {
+        // Demand: the largest healthy rule proposal (fallbacks are not load).
+        let demand =
+            computed.iter().filter(|c| c.outcome.status == RuleStatus::Ok).filter_map(|c| c.outcome.proposal).max();
+        let view = advanced::panic_step(cfg, state, now, current, demand);
+        extras.panicking = view.panicking;
+        if view.panicking {
+            extras.notes.push("panic mode: scale-down held, scale-up rate limit lifted".to_owned());
+        }
+        extras.proposals.extend(view.proposal);
+    }
+    if let Some(cfg) = &a.predictive {
+        let rate = rule_signal(p, computed, metrics, &cfg.rule);
+        let (forecast, proposal) = advanced::predictive_step(cfg, state, now, current, rate);
+        if let (None, Some(f)) = (&proposal, forecast) {
+            extras.notes.push(format!(
+                "predictive: forecast {:.2}/s ({:.0}% upper bound {:.2}/s) needs no more than the current replicas",
+                f.expected,
+                cfg.confidence * 100.0,
+                f.upper_bound
+            ));
+        }
+        extras.proposals.extend(proposal);
+    }
+    for e in &extras.proposals {
+        extras.notes.push(format!("{} proposes {}", e.detail, e.replicas));
+    }
+    if let Some(cfg) = &a.scale_to_zero {
+        let signal = rule_signal(p, computed, metrics, &cfg.activation_rule);
+        let activation = advanced::activation_step(cfg, state, now, signal);
+        let fallback =
+            p.rules.iter().zip(computed.iter()).any(|(r, c)| r.key == cfg.activation_rule && c.outcome.fallback);
+        extras.activated = matches!(activation, Activation::Active(_)) || fallback;
+        let key = &cfg.activation_rule;
+        let threshold = cfg.activation_threshold;
+        extras.notes.push(match activation {
+            Activation::Active(v) => format!("activation `{key}` = {v:.3} > {threshold}: active"),
+            Activation::Idle { value, since } => format!(
+                "activation `{key}` = {value:.3} <= {threshold}: idle for {}s of {}s",
+                now.saturating_duration_since(since).as_secs(),
+                cfg.idle.as_secs()
+            ),
+            Activation::Missing if fallback => format!("activation `{key}` missing: its fallbackReplicas apply"),
+            Activation::Missing => format!("activation `{key}` missing: not idle, not activated"),
+        });
+        extras.activation = Some(activation);
+    }
+    extras
+}
+
+/// The fleet total of the rule named `key` (advanced::fleet_total).
+fn rule_signal(p: &ResolvedPolicy, computed: &[Computed], metrics: &ScalingMetrics, key: &str) -> Option<f64> {
+    let i = p.rules.iter().position(|r| r.key == key)?;
+    advanced::fleet_total(&p.rules[i], &computed[i].outcome, metrics)
+}
+
+/// A failed rule with `fallbackReplicas` proposes `max(fallbackReplicas, current)`: it
+/// can raise the scale, never lower it, and the max of proposals keeps healthy rules
+/// that ask for more (KEDA's `currentReplicasIfHigher`, without KEDA#6659's override).
+fn apply_fallback(c: &mut Computed, rule: &ResolvedRule, current: i32) {
+    if c.outcome.status != RuleStatus::Ok
+        && let Some(fallback) = rule.fallback_replicas
+    {
+        c.outcome.proposal = Some(fallback.max(current));
+        c.outcome.fallback = true;
+    }
+}
+
+/// Scale to zero, the last bound (with `minReplicas` 0 in force): from zero at least one
+/// replica; to zero once the activation signal has been idle for `idleSeconds`, no rule
+/// is failing, panic is off and nothing asks for more; otherwise at least one replica.
+fn zero_bound(
+    cfg: &ResolvedScaleToZero,
+    extras: &Extras,
+    computed: &[Computed],
+    now: Timestamp,
+    current: i32,
+    desired: i32,
+    limited: LimitedBy,
+) -> (i32, LimitedBy) {
+    if current == 0 {
+        return (desired.max(1), limited);
+    }
+    let idle_long_enough = matches!(extras.activation,
+        Some(Activation::Idle { since, .. }) if now.saturating_duration_since(since) >= cfg.idle);
+    let any_failed = computed.iter().any(|c| c.outcome.status != RuleStatus::Ok);
+    if idle_long_enough && !any_failed && !extras.panicking && desired <= current {
+        return (0, LimitedBy::ScaleToZero);
+    }
+    if desired < 1 {
+        return (1, LimitedBy::ScaleToZeroWait);
+    }
+    (desired, limited)
 }

@@ -43,8 +43,10 @@
 //! assert_eq!(decision.limited_by, LimitedBy::None);
 //! ```
 
+mod advanced;
 mod decision;
 mod engine;
+mod forecast;
 #[cfg(feature = "arbitrary")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -53,11 +55,17 @@ mod observation;
 mod policy;
 mod ports;
 mod scenario;
+mod schedule;
 pub mod sim;
 mod time;
 
+pub use advanced::{
+    AdvancedPolicy, AdvancedState, ExtraProposal, PanicSpec, PanicState, PredictiveSpec, ProposalSource, ResolvedPanic,
+    ResolvedPredictive, ResolvedScaleToZero, ResolvedSurvivorsCheck, Sample, ScaleToZeroSpec, SurvivorsCheckSpec,
+};
 pub use decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};
 pub use engine::{Engine, EngineConfig, EngineState, Recommendation, ScaleEvent};
+pub use forecast::{RateForecast, linear_forecast};
 pub use metric::{Metric, MetricInfo, TargetType, UnknownMetric};
 pub use observation::{CurrentScale, PodMetrics, PodPhase, ScalingMetrics};
 pub use policy::{
@@ -74,4 +82,5 @@ pub use ports::{
 pub use scenario::{
     ReplayLine, ReplayRule, Scenario, ScenarioController, ScenarioError, ScenarioPod, ScenarioStep, StepExpectation,
 };
+pub use schedule::{Bounds, ResolvedSchedule, ScheduleSpec, ScheduleZone, Weekday};
 pub use time::{Clock, FakeClock, Timestamp};

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::advanced::{self, AdvancedPolicy, PanicSpec, PredictiveSpec, ScaleToZeroSpec, SurvivorsCheckSpec};
 use crate::metric::{Metric, TargetType};
+use crate::schedule::ScheduleSpec;
 
 /// The `apiVersion` of a `vLLMScalingPolicy`.
 pub const API_VERSION: &str = "autoscaler.production-stack/v1alpha1";
@@ -80,6 +82,21 @@ pub struct PolicySpec {
     /// `active` (default) scales the target; `observe` decides and reports but never scales.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Knative-style panic mode (see "Policies beyond HPA").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic: Option<PanicSpec>,
+    /// Scale to zero when idle, and back from zero on an activation signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero: Option<ScaleToZeroSpec>,
+    /// Min/max replicas by weekday and time of day, in a time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<Vec<ScheduleSpec>>,
+    /// Pre-warm replicas for the rate forecast one cold start ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictive: Option<PredictiveSpec>,
+    /// Check before a scale-down that the remaining replicas stay under every threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivors_check: Option<SurvivorsCheckSpec>,
 }
 
 /// Names the object to scale.
@@ -126,6 +143,11 @@ pub struct ScalingRule {
     /// (`30s`, `1m`, `5m`; default `1m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
+    /// The replicas to ask for while this rule's metric fails (1..=maxReplicas). Never
+    /// a scale-down (the rule then proposes `max(fallbackReplicas, current)`) and never
+    /// above a healthy rule (the largest proposal still wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_replicas: Option<i32>,
 }
 
 /// Where a rule's metric is read from.
@@ -407,6 +429,8 @@ pub struct ResolvedPolicy {
     pub behavior: Option<ResolvedBehavior>,
     /// Active or observe.
     pub mode: Mode,
+    /// The features beyond the HPA (all off unless configured).
+    pub advanced: AdvancedPolicy,
 }
 
 /// A rule with its defaults filled in.
@@ -431,6 +455,8 @@ pub struct ResolvedRule {
     pub quantile: f64,
     /// The rate/quantile window.
     pub window: Duration,
+    /// The replicas this rule asks for while its metric fails.
+    pub fallback_replicas: Option<i32>,
 }
 
 /// `behavior` with defaults applied, as the HPA controller sees it.
@@ -509,9 +535,8 @@ impl PolicySpec {
             }
         }
         let min_replicas = self.min_replicas.unwrap_or(1);
-        if min_replicas < 1 {
-            err("minReplicas", format!("must be at least 1, got {min_replicas}"));
-        }
+        // 0 only with scaleToZero (the HPA's HPAScaleToZero gate has the same shape).
+        advanced::check_min_replicas(self, min_replicas, &mut err);
         if self.max_replicas < 1 {
             err("maxReplicas", format!("must be at least 1, got {}", self.max_replicas));
         }
@@ -623,8 +648,10 @@ impl PolicySpec {
                 query: rule.query.clone(),
                 quantile,
                 window,
+                fallback_replicas: rule.fallback_replicas,
             });
         }
+        let advanced = advanced::resolve(self, &rules, min_replicas, &mut err);
 
         let behavior = self.behavior.as_ref().map(|b| {
             let up = resolve_direction(&mut err, "behavior.scaleUp", b.scale_up.as_ref(), Direction::Up);
@@ -650,6 +677,7 @@ impl PolicySpec {
             tolerance_up,
             behavior,
             mode: self.mode.unwrap_or_default(),
+            advanced,
         })
     }
 }

@@ -449,6 +449,7 @@ fn with_history(p: ResolvedPolicy, now_s: u64, recs: &[(u64, i32)], up: &[(u64, 
             .collect(),
         scale_up_events: ev(up),
         scale_down_events: ev(down),
+        ..Default::default()
     });
     e
 }
