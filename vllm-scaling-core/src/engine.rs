@@ -18,7 +18,7 @@ use crate::policy::{
     to_milli,
 };
 use crate::schedule::Bounds;
-use crate::time::Timestamp;
+use crate::time::{Cutoff, Timestamp};
 
 /// Controller-wide settings (the kube-controller-manager flags of the HPA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,10 +341,10 @@ impl Engine {
         } else {
             (&mut self.state.scale_down_events, behavior.scale_down.longest_period())
         };
-        let cutoff = now.saturating_sub(longest);
+        let cutoff = Cutoff::new(now, longest);
         let mut reuse = None;
         for (i, e) in events.iter_mut().enumerate() {
-            if e.at < cutoff {
+            if cutoff.is_older(e.at) {
                 e.outdated = true;
             }
             if e.outdated {
@@ -431,11 +431,11 @@ impl Engine {
     /// horizontal.go stabilizeRecommendation: the max over recommendations not older than
     /// the window (`ts >= now - window`), recording the raw recommendation.
     fn stabilize_legacy(&mut self, now: Timestamp, desired: i32) -> i32 {
-        let cutoff = now.saturating_sub(self.config.downscale_stabilization);
+        let cutoff = Cutoff::new(now, self.config.downscale_stabilization);
         let mut max_rec = desired;
         let mut old = None;
         for (i, rec) in self.state.recommendations.iter().enumerate() {
-            if rec.at < cutoff {
+            if cutoff.is_older(rec.at) {
                 old = Some(i);
             } else if rec.replicas > max_rec {
                 max_rec = rec.replicas;
@@ -456,18 +456,18 @@ impl Engine {
         up: &ResolvedDirection,
         down: &ResolvedDirection,
     ) -> i32 {
-        let up_cutoff = now.saturating_sub(up.stabilization_window);
-        let down_cutoff = now.saturating_sub(self.down_window(down));
+        let up_cutoff = Cutoff::new(now, up.stabilization_window);
+        let down_cutoff = Cutoff::new(now, self.down_window(down));
         let (mut up_rec, mut down_rec) = (desired, desired);
         let mut old = None;
         for (i, rec) in self.state.recommendations.iter().enumerate() {
-            if rec.at > up_cutoff {
+            if up_cutoff.is_newer(rec.at) {
                 up_rec = up_rec.min(rec.replicas);
             }
-            if rec.at > down_cutoff {
+            if down_cutoff.is_newer(rec.at) {
                 down_rec = down_rec.max(rec.replicas);
             }
-            if rec.at < up_cutoff && rec.at < down_cutoff {
+            if up_cutoff.is_older(rec.at) && down_cutoff.is_older(rec.at) {
                 old = Some(i);
             }
         }
@@ -522,8 +522,8 @@ fn scale_limit(now: Timestamp, current: i32, state: &EngineState, rules: &Resolv
 
 /// horizontal.go getReplicasChangePerPeriod: events strictly newer than `now - period`.
 fn change_in_period(now: Timestamp, period: Duration, events: &[ScaleEvent]) -> i32 {
-    let cutoff = now.saturating_sub(period);
-    events.iter().filter(|e| e.at > cutoff).fold(0i32, |acc, e| acc.saturating_add(e.change))
+    let cutoff = Cutoff::new(now, period);
+    events.iter().filter(|e| cutoff.is_newer(e.at)).fold(0i32, |acc, e| acc.saturating_add(e.change))
 }
 
 fn describe_limit(l: LimitedBy) -> &'static str {

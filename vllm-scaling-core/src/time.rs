@@ -89,6 +89,29 @@ fn duration_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `now - window` for window comparisons, without saturating at the epoch: with a
+/// driver whose clock starts at 0 (scenarios, the simulator), an event at 0 must still be
+/// inside a 60 s window at 10 s, exactly as the HPA's wall-clock arithmetic has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Cutoff(i128);
+
+impl Cutoff {
+    /// The instant `window` before `now` (possibly before the epoch).
+    pub(crate) fn new(now: Timestamp, window: Duration) -> Self {
+        Self(i128::from(now.0) - i128::try_from(window.as_millis()).unwrap_or(i128::MAX / 2))
+    }
+
+    /// `ts` is strictly before the cutoff (Go's `ts.Before(cutoff)`).
+    pub(crate) fn is_older(self, ts: Timestamp) -> bool {
+        i128::from(ts.0) < self.0
+    }
+
+    /// `ts` is strictly after the cutoff (Go's `ts.After(cutoff)`).
+    pub(crate) fn is_newer(self, ts: Timestamp) -> bool {
+        i128::from(ts.0) > self.0
+    }
+}
+
 /// A source of [`Timestamp`]s, for drivers only: the engine itself never asks for the time.
 pub trait Clock: Send + Sync {
     /// The current time.
@@ -148,6 +171,15 @@ mod tests {
         assert_eq!(t.saturating_sub(Duration::from_secs(5)), Timestamp::ZERO);
         assert_eq!(Timestamp::from_millis(u64::MAX).saturating_add(Duration::from_secs(1)).as_millis(), u64::MAX);
         assert_eq!(Timestamp::from_secs(3).saturating_duration_since(Timestamp::from_secs(5)), Duration::ZERO);
+    }
+
+    #[test]
+    fn cutoffs_do_not_saturate_at_the_epoch() {
+        let c = Cutoff::new(Timestamp::from_secs(10), Duration::from_secs(60));
+        assert!(c.is_newer(Timestamp::ZERO), "an event at 0 is inside a 60 s window at 10 s");
+        assert!(!c.is_older(Timestamp::ZERO));
+        let c = Cutoff::new(Timestamp::from_secs(300), Duration::from_secs(300));
+        assert!(!c.is_newer(Timestamp::ZERO) && !c.is_older(Timestamp::ZERO), "exactly on the cutoff");
     }
 
     #[test]
