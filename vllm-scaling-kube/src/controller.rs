@@ -35,15 +35,19 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use vllm_scaling_core::{
-    Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MetricsRequest, PodInfo, PodMetrics,
-    PodPhase, ResolvedPolicy, RuleStatus, ScaleTargetRef, ScalingMetrics, TargetId, Timestamp, error_chain,
+    Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MetricsRequest, PodInfo,
+    PodMetrics, PodPhase, ResolvedPolicy, RuleStatus, ScaleTargetRef, ScalingMetrics, TargetId, Timestamp, error_chain,
 };
 
-use crate::crd::{PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, VllmScalingPolicyResource};
+use crate::crd::{
+    PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, VllmScalingPolicyResource,
+};
 use crate::discovery::{Match, is_object_name, match_annotation, match_model, pod_info};
 use crate::error::Error;
 use crate::lease::Leadership;
-use crate::telemetry::{ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels};
+use crate::telemetry::{
+    ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels,
+};
 
 /// The field manager and event reporter name.
 pub const CONTROLLER_NAME: &str = "vllm-autoscaler";
@@ -290,7 +294,11 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
         map.len()
     }
 
-    async fn timed<T>(&self, step: &'static str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, StepError> {
+    async fn timed<T>(
+        &self,
+        step: &'static str,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, StepError> {
         match tokio::time::timeout(self.config.request_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StepError::Api(e)),
@@ -298,7 +306,14 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
         }
     }
 
-    async fn publish(&self, policy: &VllmScalingPolicyResource, type_: EventType, reason: &str, action: &str, note: String) {
+    async fn publish(
+        &self,
+        policy: &VllmScalingPolicyResource,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let mut note = note;
         if note.len() > 1000 {
             let mut cut = 1000;
@@ -307,7 +322,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             }
             note.truncate(cut);
         }
-        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+        let event =
+            Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
         let reference = policy.object_ref(&());
         match tokio::time::timeout(self.config.request_timeout, self.recorder.publish(&event, &reference)).await {
             Ok(Ok(())) => {}
@@ -381,7 +397,9 @@ enum StepError {
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Api(kube::Error::Api(s)) => write!(f, "the API server answered {} {}: {}", s.code, s.reason, s.message),
+            Self::Api(kube::Error::Api(s)) => {
+                write!(f, "the API server answered {} {}: {}", s.code, s.reason, s.message)
+            }
             Self::Api(e) => f.write_str(&error_chain(e)),
             Self::Timeout(step, after) => write!(f, "{step} did not answer within {after:?}"),
         }
@@ -407,7 +425,14 @@ fn to_requeue(now: Timestamp, at: Timestamp) -> Action {
 }
 
 /// Sets a condition, keeping its `lastTransitionTime` when its status did not change.
-fn set_condition(conditions: &mut Vec<PolicyCondition>, type_: &str, status: bool, reason: &str, message: String, now: Timestamp) {
+fn set_condition(
+    conditions: &mut Vec<PolicyCondition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
     let status = if status { "True" } else { "False" }.to_owned();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
@@ -427,7 +452,8 @@ fn set_condition(conditions: &mut Vec<PolicyCondition>, type_: &str, status: boo
         }),
     }
     // A stable order makes status diffs readable.
-    let order = |t: &str| ["Ready", "AbleToScale", "ScalingActive", "ScalingLimited"].iter().position(|x| *x == t).unwrap_or(9);
+    let order =
+        |t: &str| ["Ready", "AbleToScale", "ScalingActive", "ScalingLimited"].iter().position(|x| *x == t).unwrap_or(9);
     conditions.sort_by_key(|c| order(&c.type_));
 }
 
@@ -574,8 +600,22 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         Err(errors) => {
             let message = format!("the policy is invalid: {errors}");
             set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", message.clone(), now);
-            set_condition(&mut status.conditions, "AbleToScale", false, "InvalidSpec", "the policy is invalid".into(), now);
-            set_condition(&mut status.conditions, "ScalingActive", false, "InvalidSpec", "the policy is invalid".into(), now);
+            set_condition(
+                &mut status.conditions,
+                "AbleToScale",
+                false,
+                "InvalidSpec",
+                "the policy is invalid".into(),
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "ScalingActive",
+                false,
+                "InvalidSpec",
+                "the policy is invalid".into(),
+                now,
+            );
             ctx.count_error(policy, ErrorKind::InvalidPolicy);
             ctx.publish(policy, EventType::Warning, "InvalidSpec", "Validate", message).await;
             write_status(ctx, policy, rt, status).await;
@@ -584,11 +624,12 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     };
     ctx.telemetry.min_replicas.get_or_create(&labels).set(i64::from(resolved.min_replicas));
     ctx.telemetry.max_replicas.get_or_create(&labels).set(i64::from(resolved.max_replicas));
-    let down_window = resolved
-        .behavior
-        .as_ref()
-        .map_or(ctx.config.downscale_stabilization, |b| b.scale_down.stabilization_window);
-    ctx.telemetry.scale_down_stabilization_seconds.get_or_create(&labels).set(i64::try_from(down_window.as_secs()).unwrap_or(i64::MAX));
+    let down_window =
+        resolved.behavior.as_ref().map_or(ctx.config.downscale_stabilization, |b| b.scale_down.stabilization_window);
+    ctx.telemetry
+        .scale_down_stabilization_seconds
+        .get_or_create(&labels)
+        .set(i64::try_from(down_window.as_secs()).unwrap_or(i64::MAX));
 
     // The engine: restored from the status history on first sight.
     let engine = match rt.engine.as_mut() {
@@ -644,7 +685,8 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             return Next::Period;
         }
         Err(e) => {
-            let message = format!("reading the scale of {} {}: {e}; replicas left as they are", target.kind, target.name);
+            let message =
+                format!("reading the scale of {} {}: {e}; replicas left as they are", target.kind, target.name);
             set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
             set_condition(&mut status.conditions, "AbleToScale", false, "FailedGetScale", message.clone(), now);
             ctx.count_error(policy, ErrorKind::GetScale);
@@ -676,11 +718,18 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
 
     // 5. Metrics and the decision.
     let target_id = TargetId::new(namespace, name);
-    let scale_ref = ScaleTargetRef { api_version: Some(target.api_version.clone()), kind: target.kind.clone(), name: target.name.clone() };
+    let scale_ref = ScaleTargetRef {
+        api_version: Some(target.api_version.clone()),
+        kind: target.kind.clone(),
+        name: target.name.clone(),
+    };
     let observed = match pods {
         Err(e) => {
             ctx.count_error(policy, ErrorKind::ListPods);
-            ScalingMetrics::all_failed(resolved.rules.iter().map(|r| r.key.as_str()), &format!("listing the target's pods: {e}"))
+            ScalingMetrics::all_failed(
+                resolved.rules.iter().map(|r| r.key.as_str()),
+                &format!("listing the target's pods: {e}"),
+            )
         }
         Ok(list) => {
             let infos: Vec<PodInfo> = list.items.iter().map(pod_info).collect();
@@ -691,10 +740,14 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 rules: resolved.rules.clone(),
                 pods: infos.clone(),
             };
-            let got = tokio::time::timeout(ctx.config.request_timeout, ctx.metrics_source.get_scaling_metrics(&request, now)).await;
+            let got =
+                tokio::time::timeout(ctx.config.request_timeout, ctx.metrics_source.get_scaling_metrics(&request, now))
+                    .await;
             match got {
                 Ok(Ok(m)) => join_pods(&infos, m),
-                Ok(Err(e)) => ScalingMetrics::all_failed(resolved.rules.iter().map(|r| r.key.as_str()), &error_chain(&e)),
+                Ok(Err(e)) => {
+                    ScalingMetrics::all_failed(resolved.rules.iter().map(|r| r.key.as_str()), &error_chain(&e))
+                }
                 Err(_) => ScalingMetrics::all_failed(
                     resolved.rules.iter().map(|r| r.key.as_str()),
                     &format!("the metrics backend did not answer within {:?}", ctx.config.request_timeout),
@@ -727,7 +780,14 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             now,
         );
     } else if decision.limited_by == LimitedBy::ScalingDisabled {
-        set_condition(&mut status.conditions, "ScalingActive", false, "ScalingDisabled", decision.explanation.clone(), now);
+        set_condition(
+            &mut status.conditions,
+            "ScalingActive",
+            false,
+            "ScalingDisabled",
+            decision.explanation.clone(),
+            now,
+        );
     } else {
         set_condition(
             &mut status.conditions,
@@ -739,7 +799,14 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         );
     }
     if decision.limited_by == LimitedBy::ScalingDisabled {
-        set_condition(&mut status.conditions, "ScalingActive", false, "ScalingDisabled", decision.explanation.clone(), now);
+        set_condition(
+            &mut status.conditions,
+            "ScalingActive",
+            false,
+            "ScalingDisabled",
+            decision.explanation.clone(),
+            now,
+        );
     }
     let (limited, limit_reason) = match decision.limited_by {
         LimitedBy::MinReplicas => (true, "TooFewReplicas"),
@@ -814,7 +881,11 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 let direction = Direction::of(current, to);
                 ctx.telemetry
                     .scale_events
-                    .get_or_create(&DirectionLabels { namespace: namespace.to_owned(), policy: name.to_owned(), direction })
+                    .get_or_create(&DirectionLabels {
+                        namespace: namespace.to_owned(),
+                        policy: name.to_owned(),
+                        direction,
+                    })
                     .inc();
                 if rt.last_direction.is_some_and(|d| d != direction) {
                     ctx.telemetry.direction_changes.get_or_create(&labels).inc();
@@ -831,19 +902,30 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             Err(WriteScaleError::Moved(now_replicas)) => {
                 // Someone else changed the replicas since we read them: decide again on
                 // the new count right away instead of overwriting it.
-                tracing::info!(namespace, policy = name, from = current, now = now_replicas, "replicas changed under us; re-evaluating");
+                tracing::info!(
+                    namespace,
+                    policy = name,
+                    from = current,
+                    now = now_replicas,
+                    "replicas changed under us; re-evaluating"
+                );
                 set_condition(
                     &mut status.conditions,
                     "AbleToScale",
                     true,
                     "ScaleChanged",
-                    format!("the target's replicas changed from {current} to {now_replicas} while scaling to {to}; re-evaluating"),
+                    format!(
+                        "the target's replicas changed from {current} to {now_replicas} while scaling to {to}; re-evaluating"
+                    ),
                     now,
                 );
                 next = Next::Soon;
             }
             Err(WriteScaleError::Failed(e)) => {
-                let message = format!("scaling {} {} from {current} to {to} failed: {e}; replicas left as they are", target.kind, target.name);
+                let message = format!(
+                    "scaling {} {} from {current} to {to} failed: {e}; replicas left as they are",
+                    target.kind, target.name
+                );
                 set_condition(&mut status.conditions, "AbleToScale", false, "FailedUpdateScale", message.clone(), now);
                 ctx.count_error(policy, ErrorKind::UpdateScale);
                 ctx.publish(policy, EventType::Warning, "FailedRescale", "Scale", message).await;
@@ -919,7 +1001,11 @@ fn record_decision<M>(
     let t = &ctx.telemetry;
     let direction = Direction::of(decision.current_replicas, decision.desired_replicas);
     t.decisions
-        .get_or_create(&DirectionLabels { namespace: labels.namespace.clone(), policy: labels.policy.clone(), direction })
+        .get_or_create(&DirectionLabels {
+            namespace: labels.namespace.clone(),
+            policy: labels.policy.clone(),
+            direction,
+        })
         .inc();
     t.desired_replicas.get_or_create(labels).set(i64::from(decision.desired_replicas));
     let mut current_labels = Vec::new();
@@ -996,7 +1082,10 @@ async fn write_scale<M: GetScalingMetrics + 'static>(
             Ok(_) => return Ok(()),
             Err(e) if e.code() == Some(409) && attempt < ctx.config.conflict_retries => {
                 attempt += 1;
-                let fresh = ctx.timed("re-reading the scale", api.get_scale(name)).await.map_err(|e| WriteScaleError::Failed(e.to_string()))?;
+                let fresh = ctx
+                    .timed("re-reading the scale", api.get_scale(name))
+                    .await
+                    .map_err(|e| WriteScaleError::Failed(e.to_string()))?;
                 let replicas = fresh.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
                 if replicas != from {
                     return Err(WriteScaleError::Moved(replicas));
@@ -1018,7 +1107,14 @@ async fn block<M: GetScalingMetrics + 'static>(
 ) {
     set_condition(&mut status.conditions, "Ready", false, blocked.reason, blocked.message.clone(), now);
     set_condition(&mut status.conditions, "AbleToScale", false, blocked.reason, blocked.message.clone(), now);
-    set_condition(&mut status.conditions, "ScalingActive", false, blocked.reason, "the policy is not evaluated".to_owned(), now);
+    set_condition(
+        &mut status.conditions,
+        "ScalingActive",
+        false,
+        blocked.reason,
+        "the policy is not evaluated".to_owned(),
+        now,
+    );
     ctx.count_error(policy, blocked.kind);
     ctx.publish(policy, EventType::Warning, blocked.reason, "ResolveTarget", blocked.message.clone()).await;
 }
@@ -1033,7 +1129,8 @@ async fn write_status<M: GetScalingMetrics + 'static>(
     let name = policy.name_any();
     let api: Api<VllmScalingPolicyResource> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = status_patch(&status);
-    match ctx.timed("writing the status", api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))).await {
+    match ctx.timed("writing the status", api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))).await
+    {
         Ok(_) => {}
         Err(e) => {
             ctx.count_error(policy, ErrorKind::Status);
@@ -1054,16 +1151,17 @@ async fn resolve_target<M: GetScalingMetrics + 'static>(
     let Some(reference) = resolved.scale_target_ref.clone() else {
         return resolve_by_annotation(ctx, namespace, name).await;
     };
-    let api_version = match reference.api_version.clone().or_else(|| default_api_version(&reference.kind).map(str::to_owned)) {
-        Some(v) => v,
-        None => {
-            return Err(Blocked::new(
-                "UnknownKind",
-                ErrorKind::Target,
-                format!("spec.scaleTargetRef.apiVersion: required for kind {}", reference.kind),
-            ));
-        }
-    };
+    let api_version =
+        match reference.api_version.clone().or_else(|| default_api_version(&reference.kind).map(str::to_owned)) {
+            Some(v) => v,
+            None => {
+                return Err(Blocked::new(
+                    "UnknownKind",
+                    ErrorKind::Target,
+                    format!("spec.scaleTargetRef.apiVersion: required for kind {}", reference.kind),
+                ));
+            }
+        };
     let ar = match ctx.lookup_kind(&api_version, &reference.kind).await {
         KindLookup::Scalable(ar) => ar,
         KindLookup::NoScale => {
@@ -1126,10 +1224,15 @@ async fn resolve_by_annotation<M: GetScalingMetrics + 'static>(
         })?;
         let Some(list) = list else { continue };
         match match_annotation(list.iter(), name) {
-            Match::One(n) => found.push((ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n }, ar)),
+            Match::One(n) => {
+                found.push((ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n }, ar))
+            }
             Match::Several(names) => {
                 for n in names {
-                    found.push((ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n }, ar.clone()));
+                    found.push((
+                        ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n },
+                        ar.clone(),
+                    ));
                 }
             }
             Match::None => {}
@@ -1158,7 +1261,11 @@ async fn resolve_by_annotation<M: GetScalingMetrics + 'static>(
 }
 
 /// An HPA or KEDA ScaledObject that targets the same object, if any.
-async fn other_autoscaler<M: GetScalingMetrics + 'static>(ctx: &Context<M>, namespace: &str, target: &ResolvedTarget) -> Option<Blocked> {
+async fn other_autoscaler<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    namespace: &str,
+    target: &ResolvedTarget,
+) -> Option<Blocked> {
     let group_of = |api_version: &str| api_version.split_once('/').map_or("", |(g, _)| g).to_owned();
     let target_group = group_of(&target.api_version);
     let same = |reference: &Value, default_kind: &str| {
@@ -1168,12 +1275,18 @@ async fn other_autoscaler<M: GetScalingMetrics + 'static>(ctx: &Context<M>, name
     };
     let checks: [(ApiResource, &str, &str); 2] = [
         (
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"), "horizontalpodautoscalers"),
+            ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+                "horizontalpodautoscalers",
+            ),
             "",
             "HorizontalPodAutoscaler",
         ),
         (
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"), "scaledobjects"),
+            ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+                "scaledobjects",
+            ),
             "Deployment",
             "KEDA ScaledObject",
         ),
@@ -1202,8 +1315,17 @@ async fn other_autoscaler<M: GetScalingMetrics + 'static>(ctx: &Context<M>, name
 
 /// The policy's current [`EngineState`](vllm_scaling_core::EngineState) as the
 /// controller holds it, for tests and diagnostics.
-pub async fn engine_state<M: GetScalingMetrics + 'static>(ctx: &Context<M>, namespace: &str, name: &str) -> Option<vllm_scaling_core::EngineState> {
-    let rt = ctx.runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(namespace.to_owned(), name.to_owned())).cloned()?;
+pub async fn engine_state<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    namespace: &str,
+    name: &str,
+) -> Option<vllm_scaling_core::EngineState> {
+    let rt = ctx
+        .runtimes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&(namespace.to_owned(), name.to_owned()))
+        .cloned()?;
     let rt = rt.lock().await;
     rt.engine.as_ref().map(|e| e.state().clone())
 }

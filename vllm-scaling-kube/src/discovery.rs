@@ -121,7 +121,10 @@ fn containers(workload: &Value) -> Vec<&Value> {
 pub fn workload_serves(workload: &Value, model: &str) -> bool {
     containers(workload).into_iter().any(|c| {
         let strings = |key: &str| -> Vec<String> {
-            c.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default()
+            c.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
         };
         served_models(&strings("command"), &strings("args")).iter().any(|m| m == model)
     })
@@ -186,15 +189,19 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
     let ip = status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty());
     let metrics_url = match ip {
         Some(ip) if !scrape_off => {
-            let port = annotations.get(PORT_ANNOTATION).and_then(|p| p.trim().parse::<u16>().ok()).unwrap_or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| {
-                        s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("http"))
-                    })
-                    .and_then(|p| u16::try_from(p.container_port).ok())
-                    .unwrap_or(DEFAULT_VLLM_PORT)
-            });
+            let port =
+                annotations.get(PORT_ANNOTATION).and_then(|p| p.trim().parse::<u16>().ok()).unwrap_or_else(|| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| {
+                            s.containers
+                                .iter()
+                                .flat_map(|c| c.ports.iter().flatten())
+                                .find(|p| p.name.as_deref() == Some("http"))
+                        })
+                        .and_then(|p| u16::try_from(p.container_port).ok())
+                        .unwrap_or(DEFAULT_VLLM_PORT)
+                });
             let path = annotations.get(PATH_ANNOTATION).map_or("/metrics", String::as_str);
             let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
             let scheme = annotations.get(SCHEME_ANNOTATION).map_or("http", String::as_str);
@@ -228,10 +235,16 @@ mod tests {
 
     #[test]
     fn served_models_from_every_cli_form() {
-        assert_eq!(served_models(&s(&["vllm", "serve", "meta-llama/Llama-2-70b-hf"]), &s(&["--port", "8000"])), ["meta-llama/Llama-2-70b-hf"]);
+        assert_eq!(
+            served_models(&s(&["vllm", "serve", "meta-llama/Llama-2-70b-hf"]), &s(&["--port", "8000"])),
+            ["meta-llama/Llama-2-70b-hf"]
+        );
         assert_eq!(served_models(&s(&["/usr/local/bin/vllm"]), &s(&["serve", "m1"])), ["m1"]);
         assert_eq!(
-            served_models(&s(&["python3", "-m", "vllm.entrypoints.openai.api_server"]), &s(&["--model", "/models/x", "--served-model-name", "a", "b", "--port", "8000"])),
+            served_models(
+                &s(&["python3", "-m", "vllm.entrypoints.openai.api_server"]),
+                &s(&["--model", "/models/x", "--served-model-name", "a", "b", "--port", "8000"])
+            ),
             ["/models/x", "a", "b"]
         );
         assert_eq!(served_models(&[], &s(&["--model=m2", "--served-model-name=alias"])), ["m2", "alias"]);
@@ -254,7 +267,10 @@ mod tests {
             deployment("mistral-2", &["--model=mistralai/Mistral-7B"], json!({})),
         ];
         assert_eq!(match_model(&ws, "meta-llama/Llama-2-70b-hf"), Match::One("llama".into()));
-        assert_eq!(match_model(&ws, "mistralai/Mistral-7B"), Match::Several(vec!["mistral".into(), "mistral-2".into()]));
+        assert_eq!(
+            match_model(&ws, "mistralai/Mistral-7B"),
+            Match::Several(vec!["mistral".into(), "mistral-2".into()])
+        );
         assert_eq!(match_model(&ws, "gpt2"), Match::None);
         assert_eq!(match_annotation(&ws, "p"), Match::One("mistral".into()));
         assert_eq!(match_annotation(&ws, "q"), Match::None);

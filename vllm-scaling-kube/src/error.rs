@@ -51,7 +51,9 @@ impl Error {
     #[must_use]
     pub fn api_code(&self) -> Option<u16> {
         match self {
-            Self::Api { source: kube::Error::Api(s), .. } | Self::Lease { source: kube::Error::Api(s), .. } => Some(s.code),
+            Self::Api { source: kube::Error::Api(s), .. } | Self::Lease { source: kube::Error::Api(s), .. } => {
+                Some(s.code)
+            }
             _ => None,
         }
     }

@@ -152,8 +152,13 @@ pub fn default_kinds() -> Vec<KindInfo> {
         KindInfo::new("apps/v1", "ReplicaSet", "replicasets", true).with_status().with_scale(ScaleSpec::apps()),
         KindInfo::new("apps/v1", "DaemonSet", "daemonsets", true).with_status(),
         KindInfo::new("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true).with_status(),
-        KindInfo::new(&format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION), "vLLMScalingPolicy", crate::crd::PLURAL, true)
-            .with_status(),
+        KindInfo::new(
+            &format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            "vLLMScalingPolicy",
+            crate::crd::PLURAL,
+            true,
+        )
+        .with_status(),
     ]
 }
 
@@ -229,6 +234,14 @@ impl Fault {
     #[must_use]
     pub fn delay(delay: Duration) -> Self {
         Self { method: None, path_contains: String::new(), status: None, delay, remaining: 1 }
+    }
+
+    /// Also wait `delay` before answering (builder style): `Fault::status(504).after(..)`
+    /// is an API server that hangs and then gives up without applying the request.
+    #[must_use]
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     /// Only for `method` requests whose path contains `path_contains`.
@@ -374,8 +387,16 @@ impl FakeApiServer {
     #[must_use]
     pub fn client(&self) -> kube::Client {
         let uri: hyper::Uri = self.url().parse().expect("a loopback URL is a valid URI");
-        let config = kube::Config::new(uri);
-        kube::Client::try_from(config).expect("a plain-HTTP kube client builds")
+        // kube's default connector leaves Nagle's algorithm on; on loopback that costs a
+        // delayed-ACK round (40 ms) per request with a body, which would dominate the
+        // timings this server is used to measure.
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_nodelay(true);
+        let hyper_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, kube::client::Body>(http);
+        kube::client::ClientBuilder::new(hyper_client, "default")
+            .with_layer(&kube::client::middleware::BaseUriLayer::new(uri))
+            .build()
     }
 
     /// Serves another kind (a CRD such as KEDA's ScaledObject).
@@ -729,7 +750,11 @@ fn parse_selector(text: &str) -> Result<Vec<Requirement>, String> {
     parts.push(&text[start..]);
     for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
         let set = |rest: &str| -> Result<Vec<String>, String> {
-            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or(format!("bad set in `{part}`"))?;
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or(format!("bad set in `{part}`"))?;
             Ok(inner.split(',').map(|s| s.trim().to_owned()).collect())
         };
         let req = if let Some((k, v)) = part.split_once("!=") {
@@ -767,7 +792,8 @@ fn selector_string(selector: &Value) -> String {
     if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e["key"].as_str().unwrap_or_default();
-            let values: Vec<&str> = e["values"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let values: Vec<&str> =
+                e["values"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             match e["operator"].as_str().unwrap_or_default() {
                 "In" => parts.push(format!("{key} in ({})", values.join(","))),
                 "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
@@ -916,8 +942,7 @@ async fn handle(shared: Arc<Shared>, stop: watch::Receiver<bool>, req: Request<I
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let content_type =
-        req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body_bytes = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return error(400, "BadRequest", "could not read the request body"),
@@ -963,7 +988,9 @@ async fn handle(shared: Arc<Shared>, stop: watch::Receiver<bool>, req: Request<I
         Route::Versions => return full(StatusCode::OK, &json!({"kind": "APIVersions", "versions": ["v1"]})),
         Route::Groups => return full(StatusCode::OK, &groups(&inner)),
         Route::Discovery(group, version) => return discovery(&inner, &group, &version),
-        Route::Unknown => return error(404, "NotFound", &format!("the server could not find the requested resource ({path})")),
+        Route::Unknown => {
+            return error(404, "NotFound", &format!("the server could not find the requested resource ({path})"));
+        }
         Route::Resource(t) => t,
     };
     let ns = target.namespace.clone().unwrap_or_default();
@@ -1001,7 +1028,9 @@ async fn handle(shared: Arc<Shared>, stop: watch::Receiver<bool>, req: Request<I
             None => not_found(name),
         },
         (&Method::GET, Some(name), Some("scale")) => {
-            let Some(spec) = kind.scale.clone() else { return error(404, "NotFound", "the server could not find the requested resource") };
+            let Some(spec) = kind.scale.clone() else {
+                return error(404, "NotFound", "the server could not find the requested resource");
+            };
             match inner.get(&key, &ns, name) {
                 Some(obj) => full(StatusCode::OK, &scale_of(obj, &spec)),
                 None => not_found(name),
@@ -1150,7 +1179,8 @@ fn groups(inner: &Inner) -> Value {
     let groups: Vec<Value> = by_group
         .into_iter()
         .map(|(g, vs)| {
-            let versions: Vec<Value> = vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            let versions: Vec<Value> =
+                vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
             json!({"name": g, "versions": versions.clone(), "preferredVersion": versions[0]})
         })
         .collect();
@@ -1182,7 +1212,10 @@ fn discovery(inner: &Inner, group: &str, version: &str) -> Response<Body> {
         }
     }
     let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    full(StatusCode::OK, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    full(
+        StatusCode::OK,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn watch_line(type_: &str, object: &Value) -> Bytes {
@@ -1239,7 +1272,12 @@ fn watch_stream(
                     Err(())
                 } else {
                     let start = inner.events.partition_point(|e| e.rv <= last_rv);
-                    let lines = inner.events.range(start..).filter(|e| in_scope(e)).map(|e| watch_line(e.kind, &e.object)).collect();
+                    let lines = inner
+                        .events
+                        .range(start..)
+                        .filter(|e| in_scope(e))
+                        .map(|e| watch_line(e.kind, &e.object))
+                        .collect();
                     if let Some(last) = inner.events.back() {
                         last_rv = last_rv.max(last.rv);
                     }
@@ -1287,7 +1325,12 @@ mod tests {
         assert!(sel.iter().all(|r| r.matches(&labels)));
         let sel = parse_selector("app!=llama").unwrap();
         assert!(!sel[0].matches(&labels));
-        assert_eq!(selector_string(&json!({"matchLabels": {"a": "b"}, "matchExpressions": [{"key": "c", "operator": "In", "values": ["d", "e"]}]})), "a=b,c in (d,e)");
+        assert_eq!(
+            selector_string(
+                &json!({"matchLabels": {"a": "b"}, "matchExpressions": [{"key": "c", "operator": "In", "values": ["d", "e"]}]})
+            ),
+            "a=b,c in (d,e)"
+        );
     }
 
     #[test]

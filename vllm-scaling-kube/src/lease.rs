@@ -91,10 +91,8 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp, default
     if holder.is_empty() {
         return LeaseAction::TakeOver;
     }
-    let duration = spec
-        .lease_duration_seconds
-        .and_then(|s| u64::try_from(s).ok())
-        .map_or(default_duration, Duration::from_secs);
+    let duration =
+        spec.lease_duration_seconds.and_then(|s| u64::try_from(s).ok()).map_or(default_duration, Duration::from_secs);
     let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map_or(Timestamp::ZERO, to_ts);
     let expires = renewed.saturating_add(duration);
     if now >= expires { LeaseAction::TakeOver } else { LeaseAction::Wait { holder, expires } }

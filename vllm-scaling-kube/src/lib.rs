@@ -73,12 +73,13 @@ pub use crd::{
     VllmScalingPolicyResource, VllmScalingPolicySpec, crd, crd_yaml,
 };
 pub use discovery::{
-    DEFAULT_VLLM_PORT, Match, PATH_ANNOTATION, POLICY_ANNOTATION, PORT_ANNOTATION, SCHEME_ANNOTATION, SCRAPE_ANNOTATION,
-    is_object_name, match_annotation, match_model, pod_info, served_models, workload_serves,
+    DEFAULT_VLLM_PORT, Match, PATH_ANNOTATION, POLICY_ANNOTATION, PORT_ANNOTATION, SCHEME_ANNOTATION,
+    SCRAPE_ANNOTATION, is_object_name, match_annotation, match_model, pod_info, served_models, workload_serves,
 };
 pub use error::{Error, Result};
-pub use lease::{LeaderElector, LeaseAction, LeaseConfig, Leadership, decide as decide_lease};
+pub use lease::{LeaderElector, Leadership, LeaseAction, LeaseConfig, decide as decide_lease};
 pub use serve::bind as bind_http;
 pub use telemetry::{
-    ControllerMetrics, Direction, DirectionLabels, ErrorKind, ErrorLabels, PolicyLabels, RuleLabels, ScaleDirectionLabels,
+    ControllerMetrics, Direction, DirectionLabels, ErrorKind, ErrorLabels, PolicyLabels, RuleLabels,
+    ScaleDirectionLabels,
 };

@@ -19,12 +19,18 @@ use crate::telemetry::ControllerMetrics;
 /// The OpenMetrics content type `prometheus-client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn respond(req: &Request<hyper::body::Incoming>, metrics: &ControllerMetrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    metrics: &ControllerMetrics,
+    ready: &AtomicBool,
+) -> Response<Full<Bytes>> {
     let (code, content_type, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, OPENMETRICS, metrics.encode()),
         "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" if ready.load(Ordering::SeqCst) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "the policy list has not arrived yet\n".to_owned()),
+        "/readyz" => {
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "the policy list has not arrived yet\n".to_owned())
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".to_owned()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -63,7 +69,8 @@ pub async fn bind(
                     let resp = respond(&req, &metrics, &ready);
                     async move { Ok::<_, Infallible>(resp) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     };

@@ -228,7 +228,9 @@ impl ControllerMetrics {
             scale_events: Family::default(),
             direction_changes: Family::default(),
             errors: Family::default(),
-            reconcile_duration: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            reconcile_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             evaluation_delay: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             time_to_scale: Family::new_with_constructor(|| {
                 Histogram::new([1.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0])
@@ -239,7 +241,11 @@ impl ControllerMetrics {
         };
         registry.register("decisions", "Policy evaluations by direction", m.decisions.clone());
         registry.register("desired_replicas", "Replicas the policy last decided on", m.desired_replicas.clone());
-        registry.register("current_replicas", "The target's replicas at the last evaluation", m.current_replicas.clone());
+        registry.register(
+            "current_replicas",
+            "The target's replicas at the last evaluation",
+            m.current_replicas.clone(),
+        );
         registry.register("min_replicas", "The policy's minReplicas", m.min_replicas.clone());
         registry.register("max_replicas", "The policy's maxReplicas", m.max_replicas.clone());
         registry.register(
@@ -262,7 +268,11 @@ impl ControllerMetrics {
             m.direction_changes.clone(),
         );
         registry.register("errors", "Failures by kind", m.errors.clone());
-        registry.register("reconcile_duration_seconds", "Wall time of one policy evaluation", m.reconcile_duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Wall time of one policy evaluation",
+            m.reconcile_duration.clone(),
+        );
         registry.register(
             "evaluation_delay_seconds",
             "How late each evaluation ran against its scheduled time",
@@ -289,13 +299,21 @@ impl ControllerMetrics {
 
     /// Counts an error.
     pub fn error(&self, namespace: &str, policy: &str, kind: ErrorKind) {
-        self.errors.get_or_create(&ErrorLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), kind }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), kind })
+            .inc();
     }
 
     /// Drops every per-policy series of a deleted policy (its rule series given by `rules`).
     pub fn forget_policy(&self, namespace: &str, policy: &str, rules: &[(String, String)]) {
         let p = PolicyLabels { namespace: namespace.to_owned(), policy: policy.to_owned() };
-        for f in [&self.desired_replicas, &self.current_replicas, &self.min_replicas, &self.max_replicas, &self.scale_down_stabilization_seconds] {
+        for f in [
+            &self.desired_replicas,
+            &self.current_replicas,
+            &self.min_replicas,
+            &self.max_replicas,
+            &self.scale_down_stabilization_seconds,
+        ] {
             f.remove(&p);
         }
         self.direction_changes.remove(&p);
@@ -305,7 +323,12 @@ impl ControllerMetrics {
             self.scale_events.remove(&d);
         }
         for (rule, metric) in rules {
-            let r = RuleLabels { namespace: p.namespace.clone(), policy: p.policy.clone(), rule: rule.clone(), metric: metric.clone() };
+            let r = RuleLabels {
+                namespace: p.namespace.clone(),
+                policy: p.policy.clone(),
+                rule: rule.clone(),
+                metric: metric.clone(),
+            };
             self.rule_observed.remove(&r);
             self.rule_threshold.remove(&r);
             self.rule_proposal.remove(&r);
