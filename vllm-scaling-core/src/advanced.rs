@@ -442,10 +442,15 @@ impl AdvancedState {
 /// The most samples kept per series: a bound on state size whatever the evaluation rate.
 const MAX_SAMPLES: usize = 4096;
 
+/// Keeps the samples strictly newer than `now - keep` (the behavior-stabilization edge)
+/// and not from the future. Compared as an age, so nothing near the epoch is lost to a
+/// saturating subtraction.
+fn prune(samples: &mut Vec<Sample>, now: Timestamp, keep: Duration) {
+    samples.retain(|s| s.at <= now && now.saturating_duration_since(s.at) < keep);
+}
+
 fn push_sample(samples: &mut Vec<Sample>, at: Timestamp, value: f64, keep: Duration) {
-    // Samples strictly newer than `at - keep` stay (the behavior-stabilization edge).
-    let cutoff = at.saturating_sub(keep);
-    samples.retain(|s| s.at > cutoff && s.at <= at);
+    prune(samples, at, keep);
     if (0.0..9.0e15).contains(&value) {
         samples.push(Sample { at, milli: (value * 1000.0).round() as i64 });
     }
@@ -534,8 +539,7 @@ pub(crate) fn panic_step(
     match demand {
         Some(d) => push_sample(&mut state.demand_samples, now, f64::from(d.max(0)), keep),
         None => {
-            let cutoff = now.saturating_sub(keep);
-            state.demand_samples.retain(|s| s.at > cutoff && s.at <= now);
+            prune(&mut state.demand_samples, now, keep);
         }
     }
     let samples = &state.demand_samples;
@@ -580,8 +584,7 @@ pub(crate) fn predictive_step(
     match rate {
         Some(r) => push_sample(&mut state.rate_samples, now, r, cfg.history),
         None => {
-            let cutoff = now.saturating_sub(cfg.history);
-            state.rate_samples.retain(|s| s.at > cutoff && s.at <= now);
+            prune(&mut state.rate_samples, now, cfg.history);
         }
     }
     if state.rate_samples.len() < cfg.min_samples {
