@@ -205,7 +205,14 @@ fn engine_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 }
             },
             "scaleUpEvents": events("scale-up"),
-            "scaleDownEvents": events("scale-down")
+            "scaleDownEvents": events("scale-down"),
+            // The steps beyond the HPA (panic window, forecast samples, idle time) keep a
+            // history whose shape belongs to the core; the controller only stores it.
+            "advanced": {
+                "type": "object",
+                "description": "History of the steps beyond the HPA (panic, predictive, scale to zero), kept as the engine wrote it.",
+                "x-kubernetes-preserve-unknown-fields": true
+            }
         }
     });
     schemars::Schema::try_from(schema).unwrap_or_default()
