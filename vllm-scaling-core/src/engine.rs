@@ -302,7 +302,7 @@ impl Engine {
         };
         let _ = write!(explanation, "{verb} {current} -> {desired}: {note}");
         for r in &rules {
-            let _ = write!(explanation, "; {}", summarize_rule(r));
+            summarize_rule(&mut explanation, r);
         }
         for line in extras.notes.iter().chain(&survivors_note) {
             let _ = write!(explanation, "; {line}");
@@ -544,37 +544,70 @@ fn describe_limit(l: LimitedBy) -> &'static str {
     }
 }
 
-fn summarize_rule(r: &RuleOutcome) -> String {
-    let mut s = r.name.clone();
+/// Appends `; name observed vs threshold (ratio r) proposes n` for one rule.
+fn summarize_rule(out: &mut String, r: &RuleOutcome) {
+    out.push_str("; ");
+    out.push_str(&r.name);
     match r.status {
         RuleStatus::Ok => {
-            let per = if r.target_type == TargetType::AverageValue { " per replica" } else { "" };
-            let _ = write!(
-                s,
-                " {}{per} vs {} (ratio {}) proposes {}",
-                fmt_num(r.observed),
-                fmt_num(Some(r.threshold)),
-                r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.3}")),
-                r.proposal.map_or_else(|| "-".to_owned(), |p| p.to_string())
-            );
+            out.push(' ');
+            push_decimal(out, r.observed);
+            if r.target_type == TargetType::AverageValue {
+                out.push_str(" per replica");
+            }
+            out.push_str(" vs ");
+            push_decimal(out, Some(r.threshold));
+            out.push_str(" (ratio ");
+            push_decimal(out, r.ratio);
+            out.push_str(") proposes ");
+            push_int(out, r.proposal);
         }
-        RuleStatus::Missing => s.push_str(" missing"),
-        RuleStatus::Invalid => s.push_str(" invalid"),
+        RuleStatus::Missing => out.push_str(" missing"),
+        RuleStatus::Invalid => out.push_str(" invalid"),
     }
     if let (Some(reason), false) = (&r.reason, r.status == RuleStatus::Ok) {
-        let _ = write!(s, " ({reason})");
+        out.push_str(" (");
+        out.push_str(reason);
+        out.push(')');
     }
     if let (true, Some(p)) = (r.fallback, r.proposal) {
-        let _ = write!(s, ", fallbackReplicas propose {p}");
+        let _ = write!(out, ", fallbackReplicas propose {p}");
     }
-    s
 }
 
-fn fmt_num(v: Option<f64>) -> String {
+fn push_int(out: &mut String, v: Option<i32>) {
     match v {
-        None => "-".to_owned(),
-        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
-        Some(v) => format!("{v:.3}"),
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push('-'),
+    }
+}
+
+/// Writes a value rounded to 3 decimals without trailing zeros (`12.5`, `0.947`, `3`)
+/// with integer formatting only: the explanation is built on every evaluation, and
+/// float formatting with a precision cost more than the whole HPA computation.
+fn push_decimal(out: &mut String, v: Option<f64>) {
+    let Some(v) = v.filter(|v| v.is_finite() && v.abs() < 9.0e12) else {
+        out.push('-');
+        return;
+    };
+    let milli = (v * 1000.0).round() as i64;
+    if milli < 0 {
+        out.push('-');
+    }
+    let milli = milli.unsigned_abs();
+    let _ = write!(out, "{}", milli / 1000);
+    let mut frac = milli % 1000;
+    if frac != 0 {
+        out.push('.');
+        let mut div = 100;
+        while frac != 0 {
+            // `frac / div` is a single digit: frac < 10 * div.
+            out.push(char::from(b'0' + (frac / div) as u8));
+            frac %= div;
+            div /= 10;
+        }
     }
 }
 
@@ -809,7 +842,6 @@ fn pods_metric(
         )));
     }
     let (ratio, usage) = usage_ratio(&samples, target);
-    let counts = format!("{ready} reporting, {missing} missing, {unready} not ready");
     let scale_up_with_unready = unready > 0 && ratio > 1.0;
     if !scale_up_with_unready && missing == 0 {
         let within_band = within(policy, ratio);
@@ -832,7 +864,7 @@ fn pods_metric(
         samples.extend(std::iter::repeat_n(0, unready));
     }
     let (new_ratio, _) = usage_ratio(&samples, target);
-    let note = Some(format!("{counts}; recomputed ratio {new_ratio:.3}"));
+    let note = Some(format!("{ready} reporting, {missing} missing, {unready} not ready; recomputed ratio {new_ratio:.3}"));
     let flipped = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
     if within(policy, new_ratio) || flipped {
         return Ok(Proposal { replicas: current, observed_milli: usage, ratio, within: !flipped, note });
