@@ -864,7 +864,8 @@ fn pods_metric(
         samples.extend(std::iter::repeat_n(0, unready));
     }
     let (new_ratio, _) = usage_ratio(&samples, target);
-    let note = Some(format!("{ready} reporting, {missing} missing, {unready} not ready; recomputed ratio {new_ratio:.3}"));
+    let note =
+        Some(format!("{ready} reporting, {missing} missing, {unready} not ready; recomputed ratio {new_ratio:.3}"));
     let flipped = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
     if within(policy, new_ratio) || flipped {
         return Ok(Proposal { replicas: current, observed_milli: usage, ratio, within: !flipped, note });
