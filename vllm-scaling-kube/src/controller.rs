@@ -1354,8 +1354,18 @@ pub async fn run<M: GetScalingMetrics + 'static>(
     let store = controller.store();
     let sweeper_ctx = ctx.clone();
     let sweeper = tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::SeqCst);
+        // `Store::wait_until_ready` wakes only its most recent poller (a oneshot channel
+        // underneath), and the controller's own runner polls it too: poll it again on a
+        // short timer instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, Ordering::SeqCst);
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => {}
+            }
         }
         let mut tick = tokio::time::interval(sweeper_ctx.config.sync_period);
         loop {
