@@ -22,6 +22,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Replay a what-if scenario through the engine: one JSON line per step.
     Replay(cmd::replay::Args),
+    /// Serve a realistic, changing vLLM /metrics page (load settable with POST /control).
+    EmulateVllm(cmd::emulate_vllm::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,5 +31,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),
     }
 }

@@ -3,6 +3,9 @@
 //! This crate holds the metrics side of the autoscaler:
 //! - [`exposition`]: a strict, fast, zero-copy parser for the Prometheus text exposition
 //!   format (and OpenMetrics text), used by every crate that reads a `/metrics` page.
+//! - [`snapshot`]: the pure computation behind direct scrapes (catalog values from a page,
+//!   rates and quantiles from two pages).
+//! - [`emulator`]: a vLLM `/metrics` emulator for demos, tests and benchmarks.
 //!
 //! ```
 //! let page = "vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 4\n";
@@ -10,4 +13,15 @@
 //! assert_eq!(exposition.samples().next().map(|s| s.value), Some(4.0));
 //! ```
 
+pub mod emulator;
+mod error;
 pub mod exposition;
+mod http;
+pub mod pods;
+pub mod reading;
+pub mod snapshot;
+
+pub use error::Error;
+pub use http::HttpOptions;
+pub use pods::{PodScrape, PodScrapeOptions, PodScraper};
+pub use reading::{RuleReading, to_scaling_metrics};

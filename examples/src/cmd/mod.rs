@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub(crate) mod emulate_vllm;
 pub(crate) mod replay;
 pub(crate) mod validate;
