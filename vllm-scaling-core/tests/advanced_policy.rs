@@ -206,3 +206,18 @@ fn every_field_round_trips_through_json() {
     assert_eq!(resolved.advanced.schedules[0].zone.name(), "Europe/Berlin");
     assert_eq!(resolved.advanced.panic.unwrap().threshold, 1.5);
 }
+
+#[test]
+fn the_readme_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("### Policies beyond HPA").expect("README has the section")..];
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").unwrap()];
+    let doc = format!("apiVersion: autoscaler.production-stack/v1alpha1\nkind: vLLMScalingPolicy\n{yaml}");
+    let p = resolve(&doc);
+    let a = &p.advanced;
+    assert!(a.panic.is_some() && a.scale_to_zero.is_some() && a.survivors_check.is_some());
+    assert_eq!(a.predictive.as_ref().unwrap().capacity_per_replica, 8.0);
+    assert_eq!(a.schedules[0].name, "weekday-daytime");
+    assert_eq!(p.rules[1].fallback_replicas, Some(4));
+}

@@ -150,6 +150,24 @@ fn a_failing_rule_blocks_the_scale_to_zero() {
 }
 
 #[test]
+fn a_failing_rule_with_a_fallback_also_blocks_the_scale_to_zero() {
+    // queue_length fails but its fallback (2) proposes max(2, current): a valid
+    // proposal, yet the target must not go to zero on a blind spot.
+    let p = policy(
+        "minReplicas: 0\nmaxReplicas: 10\nscalingRules:\n\
+         \x20 - {metric: custom, name: incoming, query: 'sum(x)', threshold: 5, targetType: AverageValue}\n\
+         \x20 - {metric: queue_length, threshold: 10, fallbackReplicas: 2}\n\
+         scaleToZero: {activationRule: incoming, idleSeconds: 0}\n",
+    );
+    let mut m = observe(2, 0.0, Some(0.0));
+    m.pods.iter_mut().for_each(|pod| pod.metrics.clear());
+    m.failures.insert("queue_length".into(), "scrape failed".into());
+    let d = Engine::new(p).evaluate(Timestamp::from_secs(1000), CurrentScale::new(2), &m);
+    assert_eq!(d.desired_replicas, 2, "{}", d.explanation);
+    assert!(d.rules[1].fallback);
+}
+
+#[test]
 fn without_scale_to_zero_zero_replicas_is_hands_off() {
     let p = policy(
         "maxReplicas: 10\nscalingRules: [{metric: custom, name: incoming, query: 'sum(x)', threshold: 5, targetType: AverageValue}]\n",
