@@ -20,6 +20,8 @@ mod http;
 pub mod pods;
 pub mod reading;
 pub mod snapshot;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use error::Error;
 pub use http::HttpOptions;
