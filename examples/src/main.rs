@@ -24,6 +24,8 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Serve a realistic, changing vLLM /metrics page (load settable with POST /control).
     EmulateVllm(cmd::emulate_vllm::Args),
+    /// Serve this node's GPU metrics (DCGM names, from NVML) and its vLLM pods' metrics on /metrics.
+    GpuExporter(Box<cmd::gpu_exporter::Args>),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +34,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),
+        Command::GpuExporter(args) => cmd::gpu_exporter::run(*args),
     }
 }

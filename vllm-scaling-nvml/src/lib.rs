@@ -63,20 +63,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod clock;
 mod device;
+#[cfg(feature = "exporter")]
+mod exporter;
 mod fake;
 mod metrics;
 #[cfg(feature = "nvml")]
 mod nvml;
 mod pods;
+#[cfg(feature = "exporter")]
+mod reexport;
 mod render;
 mod sampler;
 mod snapshot;
 
+pub use clock::SystemClock;
 pub use device::{
     BoxError, DeviceError, DeviceInfo, DeviceRef, GpuDevices, GpuProcess, MemoryBytes, MigInfo, ProcessSample,
     UtilizationSample,
 };
+#[cfg(feature = "exporter")]
+pub use exporter::{Exporter, ExporterConfig, InvalidTarget, VllmTarget, VllmTargets};
 pub use fake::{FakeCall, FakeFailure, FakeGpus};
 pub use metrics::{Error, NvmlConfig, NvmlMetrics, PodSource, serves};
 #[cfg(feature = "nvml")]
@@ -85,6 +93,8 @@ pub use pods::{
     Attribution, CgroupIds, ContainerRef, PodDirectory, PodDirectoryError, PodRef, ProcCgroups, parse_cgroup,
     parse_cgroup_path,
 };
+#[cfg(feature = "exporter")]
+pub use reexport::{AUTOSCALING_FAMILIES, FamilyFilter, Reexport};
 pub use render::{DcgmLabels, render_dcgm};
 pub use sampler::{DEFAULT_RETENTION, Sampler};
 pub use snapshot::{DeviceSnapshot, NodeSnapshot, PodGpus, ProcessUsage, Unavailable, WindowedUtilization};

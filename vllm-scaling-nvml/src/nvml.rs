@@ -118,8 +118,15 @@ fn unavailable(library: &str, e: NvmlError) -> DeviceError {
         }
         _ => "NVML failed to initialize: check `nvidia-smi` on the node".to_owned(),
     };
-    DeviceError::Unavailable { library: library.to_owned(), hint, source: Box::new(e) }
+    // NVML's error already prints its own cause ("a libloading error occurred: <dlopen
+    // message>"); keeping only that text stops error chains from repeating the message.
+    DeviceError::Unavailable { library: library.to_owned(), hint, source: Box::new(InitFailure(e.to_string())) }
 }
+
+/// NVML's initialization error, as text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InitFailure(String);
 
 fn failed(call: &'static str, device: Option<DeviceRef>, e: NvmlError) -> DeviceError {
     match (e, device) {

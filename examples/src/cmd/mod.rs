@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
 pub(crate) mod emulate_vllm;
+pub(crate) mod gpu_exporter;
 pub(crate) mod replay;
 pub(crate) mod validate;
