@@ -18,12 +18,19 @@ mod error;
 pub mod exposition;
 mod http;
 pub mod pods;
+#[cfg(feature = "prometheus")]
+mod prometheus;
+pub mod promql;
 pub mod reading;
 pub mod snapshot;
+mod source;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
 pub use error::Error;
 pub use http::HttpOptions;
 pub use pods::{PodScrape, PodScrapeOptions, PodScraper};
+#[cfg(feature = "prometheus")]
+pub use prometheus::{PrometheusMetrics, PrometheusOptions};
 pub use reading::{RuleReading, to_scaling_metrics};
+pub use source::VllmMetrics;

@@ -1,0 +1,379 @@
+//! The Prometheus-backed adapter (feature `prometheus`): runs each rule's PromQL
+//! ([`crate::promql`]) through prometheus-http-query and turns the results into readings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus_http_query::Client;
+use prometheus_http_query::response::Data;
+use vllm_scaling_core::{
+    GetScalingMetrics, MetricSource, MetricsRequest, PodInfo, ResolvedRule, ScalingMetrics, TargetId, Timestamp,
+    error_chain,
+};
+
+use crate::Error;
+use crate::http::{HttpOptions, build_client};
+use crate::promql::{QueryScope, RuleQueries, rule_queries};
+use crate::reading::{RuleReading, to_scaling_metrics};
+
+/// Settings of the Prometheus adapter.
+#[derive(Clone, Debug)]
+pub struct PrometheusOptions {
+    /// The base URL (`http://prometheus.monitoring:9090`, or a proxy path).
+    pub url: String,
+    /// HTTP settings: timeout (default 5 s), bearer token or basic auth, custom CA.
+    pub http: HttpOptions,
+    /// The pods' namespace; default: the request's target namespace, when it has one.
+    pub namespace: Option<String>,
+    /// Only series of this served model (`model_name` label).
+    pub model_name: Option<String>,
+    /// Extra `label="value"` matchers for vLLM series (`job`, `service`...).
+    pub extra_matchers: Vec<(String, String)>,
+    /// Values whose newest sample is older than this are stale and treated as missing
+    /// (default 2 min).
+    pub max_age: Duration,
+    /// Restrict queries to the request's pods (`pod=~"..."`) when it lists any (default true).
+    pub filter_by_pods: bool,
+}
+
+impl PrometheusOptions {
+    /// Options for a base URL, with the defaults.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            http: HttpOptions::with_timeout(Duration::from_secs(5)),
+            namespace: None,
+            model_name: None,
+            extra_matchers: Vec::new(),
+            max_age: Duration::from_secs(120),
+            filter_by_pods: true,
+        }
+    }
+}
+
+/// The Prometheus [`GetScalingMetrics`].
+///
+/// Never fails as a whole: an unreachable server, HTTP errors, timeouts, empty results and
+/// stale data become per-rule failures with the reason, which the engine reports as
+/// `missing` and which never scale the target down.
+#[derive(Clone)]
+pub struct PrometheusMetrics {
+    client: Client,
+    options: PrometheusOptions,
+}
+
+impl std::fmt::Debug for PrometheusMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusMetrics").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl PrometheusMetrics {
+    /// An adapter for `options.url`.
+    ///
+    /// # Errors
+    /// A bad URL, CA bundle, credential or matcher label name.
+    pub fn new(options: PrometheusOptions) -> Result<Self, Error> {
+        let http = build_client(&options.http, 16)?;
+        let client = Client::from(http, &options.url)
+            .map_err(|source| Error::PrometheusUrl { url: options.url.clone(), source })?;
+        let scope = QueryScope { vllm_matchers: options.extra_matchers.clone(), ..QueryScope::default() };
+        scope.validate().map_err(|reason| Error::InvalidOption { option: "extra_matchers", reason })?;
+        if options.max_age.is_zero() {
+            return Err(Error::InvalidOption { option: "max_age", reason: "must be positive".into() });
+        }
+        Ok(Self { client, options })
+    }
+
+    /// The options.
+    #[must_use]
+    pub fn options(&self) -> &PrometheusOptions {
+        &self.options
+    }
+
+    /// The query scope for a request.
+    #[must_use]
+    pub fn scope(&self, target: &TargetId, pods: &[PodInfo]) -> QueryScope {
+        let namespace =
+            self.options.namespace.clone().or_else(|| (!target.namespace.is_empty()).then(|| target.namespace.clone()));
+        let mut vllm_matchers = Vec::new();
+        if let Some(m) = &self.options.model_name {
+            vllm_matchers.push(("model_name".to_owned(), m.clone()));
+        }
+        vllm_matchers.extend(self.options.extra_matchers.iter().cloned());
+        let pods = if self.options.filter_by_pods { pods.iter().map(|p| p.name.clone()).collect() } else { Vec::new() };
+        QueryScope { namespace, pods, vllm_matchers }
+    }
+
+    /// Reads every rule (concurrently).
+    pub async fn read(&self, rules: &[ResolvedRule], target: &TargetId, pods: &[PodInfo]) -> Vec<RuleReading> {
+        let scope = self.scope(target, pods);
+        futures::future::join_all(rules.iter().map(|rule| self.read_rule(rule, &scope))).await
+    }
+
+    async fn read_rule(&self, rule: &ResolvedRule, scope: &QueryScope) -> RuleReading {
+        let mut r = RuleReading::new(rule.key.clone(), rule.metric, MetricSource::Prometheus);
+        let queries = match rule_queries(rule, scope) {
+            Ok(q) => q,
+            Err(why) => {
+                r.failure = Some(why);
+                return r;
+            }
+        };
+        r.detail = Some(queries.value.clone());
+        let (value, age) = futures::join!(self.query(&queries.value), async {
+            match &queries.age {
+                Some(q) => Some(self.query(q).await),
+                None => None,
+            }
+        });
+        let value = match value {
+            Ok(v) => v,
+            Err(why) => {
+                r.failure = Some(why);
+                return r;
+            }
+        };
+        // An age query that fails leaves the age unknown; the value still counts.
+        let ages = match age {
+            Some(Ok(a)) => Some(a),
+            Some(Err(why)) => {
+                tracing::debug!(rule = %rule.key, %why, "age query failed");
+                None
+            }
+            None => None,
+        };
+        fill(&mut r, &queries, value, ages.as_ref(), self.options.max_age);
+        r
+    }
+
+    async fn query(&self, promql: &str) -> Result<Data, String> {
+        let timeout_ms = i64::try_from(self.options.http.timeout.as_millis()).unwrap_or(i64::MAX);
+        match self.client.query(promql).timeout(timeout_ms).post().await {
+            Ok(result) => Ok(result.into_inner().0),
+            Err(e) => Err(format!("prometheus query failed: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// Per-series values of a result: `(pod label, value)`; a scalar is one series without a pod.
+fn series(data: &Data) -> Vec<(Option<String>, f64)> {
+    match data {
+        Data::Vector(v) => v.iter().map(|s| (s.metric().get("pod").cloned(), s.sample().value())).collect(),
+        Data::Scalar(s) => vec![(None, s.value())],
+        Data::Matrix(m) => {
+            m.iter().filter_map(|s| Some((s.metric().get("pod").cloned(), s.samples().last()?.value()))).collect()
+        }
+    }
+}
+
+/// Files a query result into a reading (pure, so the rules are tested without a server).
+fn fill(r: &mut RuleReading, q: &RuleQueries, value: Data, ages: Option<&Data>, max_age: Duration) {
+    let values = series(&value);
+    let ages: Vec<(Option<String>, f64)> = ages.map(series).unwrap_or_default();
+    let max_age_secs = max_age.as_secs_f64();
+    if values.is_empty() {
+        r.failure = Some(format!(
+            "the query returned no series (is Prometheus scraping vLLM, and do the label matchers fit?): {}",
+            q.value
+        ));
+        return;
+    }
+    let custom = !q.per_pod && q.age.is_none();
+    // A custom query is per pod when it keeps a `pod` label on every series.
+    let per_pod = q.per_pod || (custom && values.iter().all(|(pod, _)| pod.is_some()));
+    if per_pod {
+        let age_of: BTreeMap<&str, f64> = ages.iter().filter_map(|(p, a)| Some((p.as_deref()?, *a))).collect();
+        let mut no_pod = 0usize;
+        let mut oldest: f64 = 0.0;
+        for (pod, v) in &values {
+            let Some(pod) = pod else {
+                no_pod += 1;
+                continue;
+            };
+            if let Some(&age) = age_of.get(pod.as_str()) {
+                if age > max_age_secs {
+                    r.pod_failures
+                        .insert(pod.clone(), format!("stale: newest sample {age:.0}s old (max {max_age_secs:.0}s)"));
+                    continue;
+                }
+                oldest = oldest.max(age);
+            }
+            // NaN, infinite or negative values go through: the engine marks the rule invalid
+            // and says which pod's value was unusable.
+            r.per_pod.insert(pod.clone(), *v);
+        }
+        if no_pod > 0 && r.per_pod.is_empty() && r.pod_failures.is_empty() {
+            r.failure = Some(
+                "the series have no `pod` label: relabel the scrape so vLLM's series carry the pod name \
+                 (a PodMonitor or kubernetes_sd with `pod` relabelling)"
+                    .to_owned(),
+            );
+            return;
+        }
+        if r.per_pod.is_empty() {
+            r.failure = Some(crate::reading::summarize_pod_failures("every value is stale", &r.pod_failures));
+            return;
+        }
+        r.age_secs = (!ages.is_empty()).then_some(oldest);
+        return;
+    }
+    if values.len() > 1 {
+        r.failure = Some(format!(
+            "the query returned {} series where one value was expected: aggregate it (sum(...), max(...)) or keep a `pod` label on every series",
+            values.len()
+        ));
+        return;
+    }
+    let v = values[0].1;
+    let age = ages.iter().map(|(_, a)| *a).reduce(f64::min);
+    if let Some(age) = age {
+        if age > max_age_secs {
+            r.failure = Some(format!("stale: newest sample {age:.0}s old (max {max_age_secs:.0}s)"));
+            return;
+        }
+        r.age_secs = Some(age);
+    }
+    if v.is_nan() && !custom {
+        // histogram_quantile over buckets that did not grow: no request finished in the window.
+        r.failure = Some("no requests finished in the window (histogram_quantile is NaN)".to_owned());
+        return;
+    }
+    r.fleet = Some(v);
+}
+
+#[async_trait]
+impl GetScalingMetrics for PrometheusMetrics {
+    type Error = Error;
+
+    async fn get_scaling_metrics(&self, request: &MetricsRequest, _now: Timestamp) -> Result<ScalingMetrics, Error> {
+        let readings = self.read(&request.rules, &request.target, &request.pods).await;
+        for r in &readings {
+            if let Some(why) = &r.failure {
+                tracing::debug!(rule = %r.key, reason = %why, "prometheus source: rule missing");
+            }
+        }
+        Ok(to_scaling_metrics(&readings, &request.pods))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vllm_scaling_core::Metric;
+
+    fn vector(json: &str) -> Data {
+        serde_json::from_str(&format!(r#"{{"resultType":"vector","result":{json}}}"#)).unwrap()
+    }
+
+    fn per_pod_q() -> RuleQueries {
+        RuleQueries { value: "sum by (pod) (x)".into(), age: Some("time() - ...".into()), per_pod: true }
+    }
+
+    fn reading(metric: Metric) -> RuleReading {
+        RuleReading::new(metric.name(), metric, MetricSource::Prometheus)
+    }
+
+    #[test]
+    fn per_pod_values_with_ages_and_staleness() {
+        let mut r = reading(Metric::QueueLength);
+        let values = vector(
+            r#"[{"metric":{"pod":"a"},"value":[1,"3"]},{"metric":{"pod":"b"},"value":[1,"5"]},{"metric":{"pod":"c"},"value":[1,"NaN"]}]"#,
+        );
+        let ages = vector(r#"[{"metric":{"pod":"a"},"value":[1,"2.5"]},{"metric":{"pod":"b"},"value":[1,"300"]}]"#);
+        fill(&mut r, &per_pod_q(), values, Some(&ages), Duration::from_secs(60));
+        assert_eq!(r.per_pod.get("a"), Some(&3.0));
+        assert!(r.per_pod.get("c").unwrap().is_nan(), "NaN reaches the engine, which marks the rule invalid");
+        assert!(r.pod_failures["b"].starts_with("stale: newest sample 300s old"), "{:?}", r.pod_failures);
+        assert_eq!(r.age_secs, Some(2.5));
+        assert_eq!(r.failure, None);
+    }
+
+    #[test]
+    fn all_stale_empty_or_unlabelled_results_are_failures() {
+        let mut r = reading(Metric::QueueLength);
+        let values = vector(r#"[{"metric":{"pod":"a"},"value":[1,"3"]}]"#);
+        let ages = vector(r#"[{"metric":{"pod":"a"},"value":[1,"999"]}]"#);
+        fill(&mut r, &per_pod_q(), values, Some(&ages), Duration::from_secs(60));
+        assert!(r.failure.as_deref().unwrap().contains("stale"), "{r:?}");
+
+        let mut r = reading(Metric::QueueLength);
+        fill(&mut r, &per_pod_q(), vector("[]"), None, Duration::from_secs(60));
+        assert!(r.failure.as_deref().unwrap().contains("no series"), "{r:?}");
+
+        let mut r = reading(Metric::QueueLength);
+        fill(&mut r, &per_pod_q(), vector(r#"[{"metric":{},"value":[1,"3"]}]"#), None, Duration::from_secs(60));
+        assert!(r.failure.as_deref().unwrap().contains("`pod` label"), "{r:?}");
+    }
+
+    #[test]
+    fn fleet_quantiles_nan_and_age() {
+        let q = RuleQueries { value: "1000 * (...)".into(), age: Some("time() - ...".into()), per_pod: false };
+        let mut r = reading(Metric::Ttft);
+        fill(
+            &mut r,
+            &q,
+            vector(r#"[{"metric":{},"value":[1,"812.5"]}]"#),
+            Some(&vector(r#"[{"metric":{},"value":[1,"1.5"]}]"#)),
+            Duration::from_secs(60),
+        );
+        assert_eq!((r.fleet, r.age_secs, r.failure.as_deref()), (Some(812.5), Some(1.5), None));
+
+        let mut r = reading(Metric::Ttft);
+        fill(&mut r, &q, vector(r#"[{"metric":{},"value":[1,"NaN"]}]"#), None, Duration::from_secs(60));
+        assert!(r.failure.as_deref().unwrap().contains("no requests finished"), "{r:?}");
+
+        let mut r = reading(Metric::Ttft);
+        fill(
+            &mut r,
+            &q,
+            vector(r#"[{"metric":{},"value":[1,"5"]}]"#),
+            Some(&vector(r#"[{"metric":{},"value":[1,"400"]}]"#)),
+            Duration::from_secs(60),
+        );
+        assert!(r.failure.as_deref().unwrap().starts_with("stale"), "{r:?}");
+    }
+
+    #[test]
+    fn custom_results_scalar_per_pod_or_ambiguous() {
+        let q = RuleQueries { value: "sum(x)".into(), age: None, per_pod: false };
+        let mut r = reading(Metric::Custom);
+        let scalar: Data = serde_json::from_str(r#"{"resultType":"scalar","result":[1,"42"]}"#).unwrap();
+        fill(&mut r, &q, scalar, None, Duration::from_secs(60));
+        assert_eq!(r.fleet, Some(42.0));
+
+        let mut r = reading(Metric::Custom);
+        fill(
+            &mut r,
+            &q,
+            vector(r#"[{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}]"#),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(r.per_pod.len(), 2);
+        assert_eq!(r.fleet, None);
+
+        let mut r = reading(Metric::Custom);
+        fill(
+            &mut r,
+            &q,
+            vector(r#"[{"metric":{"x":"a"},"value":[1,"1"]},{"metric":{"x":"b"},"value":[1,"2"]}]"#),
+            None,
+            Duration::from_secs(60),
+        );
+        assert!(r.failure.as_deref().unwrap().contains("2 series"), "{r:?}");
+    }
+
+    #[test]
+    fn bad_options_are_errors() {
+        assert!(matches!(
+            PrometheusMetrics::new(PrometheusOptions::new("not a url")),
+            Err(Error::PrometheusUrl { .. })
+        ));
+        let mut o = PrometheusOptions::new("http://127.0.0.1:9");
+        o.extra_matchers.push(("bad-name".into(), "x".into()));
+        assert!(matches!(PrometheusMetrics::new(o), Err(Error::InvalidOption { .. })));
+    }
+}
