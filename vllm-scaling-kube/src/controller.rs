@@ -525,7 +525,9 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
     let namespace = policy.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = policy.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let sync = ctx.config.sync_period;
-    if !ctx.leadership.is_leader() {
+    let leading = ctx.leadership.is_leader();
+    ctx.telemetry.leader.set(i64::from(leading));
+    if !leading {
         return Ok(Action::requeue(sync));
     }
     let runtime = ctx.runtime(&(namespace.clone(), name.clone()));
@@ -540,6 +542,7 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
     }
     if rt.uid.is_none() {
         // First sight (or a restarted controller): pick up what the status remembers.
+        ctx.telemetry.touch_policy(&namespace, &name);
         rt.uid.clone_from(&policy.metadata.uid);
         rt.status = policy.status.clone().unwrap_or_default();
     }
@@ -1370,6 +1373,7 @@ pub async fn run<M: GetScalingMetrics + 'static>(
         let mut tick = tokio::time::interval(sweeper_ctx.config.sync_period);
         loop {
             tick.tick().await;
+            sweeper_ctx.telemetry.leader.set(i64::from(sweeper_ctx.leadership.is_leader()));
             let alive: std::collections::HashSet<(String, String)> =
                 store.state().iter().map(|p| (p.namespace().unwrap_or_default(), p.name_any())).collect();
             sweeper_ctx.telemetry.policies.set(i64::try_from(alive.len()).unwrap_or(i64::MAX));

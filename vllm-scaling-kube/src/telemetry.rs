@@ -111,6 +111,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [Self; 9] = [
+        Self::InvalidPolicy,
+        Self::Target,
+        Self::ConflictingAutoscaler,
+        Self::GetScale,
+        Self::ListPods,
+        Self::GetMetrics,
+        Self::UpdateScale,
+        Self::Status,
+        Self::Event,
+    ];
+
     /// The label value (`invalid_policy`, `target`, `conflict`, `get_scale`, `list_pods`,
     /// `get_metrics`, `update_scale`, `status`, `event`).
     #[must_use]
@@ -285,6 +298,10 @@ impl ControllerMetrics {
         );
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
         registry.register("policies", "Policies this controller tracks", m.policies.clone());
+        // Present from the start, so dashboards and alerts find the families.
+        for direction in [Direction::Up, Direction::Down] {
+            let _ = m.time_to_scale.get_or_create(&ScaleDirectionLabels { direction });
+        }
         Self { registry, ..m }
     }
 
@@ -304,6 +321,27 @@ impl ControllerMetrics {
             .inc();
     }
 
+    /// Creates a policy's counters at 0, so `increase()` in the alerts sees the first
+    /// event (a counter that appears at 1 has no increase to Prometheus).
+    pub fn touch_policy(&self, namespace: &str, policy: &str) {
+        let p = PolicyLabels { namespace: namespace.to_owned(), policy: policy.to_owned() };
+        let _ = self.direction_changes.get_or_create(&p);
+        for direction in [Direction::Up, Direction::Down, Direction::Hold] {
+            let d = DirectionLabels { namespace: p.namespace.clone(), policy: p.policy.clone(), direction };
+            let _ = self.decisions.get_or_create(&d);
+            if direction != Direction::Hold {
+                let _ = self.scale_events.get_or_create(&d);
+            }
+        }
+        for kind in ErrorKind::ALL {
+            let _ = self.errors.get_or_create(&ErrorLabels {
+                namespace: p.namespace.clone(),
+                policy: p.policy.clone(),
+                kind,
+            });
+        }
+    }
+
     /// Drops every per-policy series of a deleted policy (its rule series given by `rules`).
     pub fn forget_policy(&self, namespace: &str, policy: &str, rules: &[(String, String)]) {
         let p = PolicyLabels { namespace: namespace.to_owned(), policy: policy.to_owned() };
@@ -317,6 +355,9 @@ impl ControllerMetrics {
             f.remove(&p);
         }
         self.direction_changes.remove(&p);
+        for kind in ErrorKind::ALL {
+            self.errors.remove(&ErrorLabels { namespace: p.namespace.clone(), policy: p.policy.clone(), kind });
+        }
         for direction in [Direction::Up, Direction::Down, Direction::Hold] {
             let d = DirectionLabels { namespace: p.namespace.clone(), policy: p.policy.clone(), direction };
             self.decisions.remove(&d);

@@ -1,0 +1,185 @@
+//! The manifests in `deploy/`: they parse, the Helm chart's copies agree with the plain
+//! manifests, and the RBAC allows every request the controller actually makes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
+use serde_yaml_ng::Value;
+use vllm_scaling_core::FakeClock;
+use vllm_scaling_kube::fake_api::RecordedRequest;
+use vllm_scaling_kube::{LeaderElector, Leadership, LeaseConfig};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn documents(path: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(&read(path))
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn every_manifest_parses_with_a_kind() {
+    for path in [
+        "deploy/crd.yaml",
+        "deploy/controller/rbac.yaml",
+        "deploy/controller/deployment.yaml",
+        "deploy/monitoring/servicemonitor.yaml",
+        "deploy/monitoring/podmonitor-vllm.yaml",
+        "deploy/monitoring/prometheusrule.yaml",
+        "deploy/examples/example-policy.yaml",
+    ] {
+        let docs = documents(path);
+        assert!(!docs.is_empty(), "{path}");
+        for d in docs {
+            assert!(d["apiVersion"].as_str().is_some() && d["kind"].as_str().is_some(), "{path}: {d:?}");
+        }
+    }
+    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    assert_eq!(
+        values["autoscaler"]["enabled"],
+        Value::Bool(false),
+        "the chart installs the controller only when asked"
+    );
+    let chart: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/Chart.yaml")).unwrap();
+    assert_eq!(chart["name"].as_str(), Some("vllm-autoscaler"));
+}
+
+#[test]
+fn the_helm_chart_copies_agree_with_the_plain_manifests() {
+    assert_eq!(
+        read("deploy/helm/vllm-autoscaler/files/grafana-dashboard.json"),
+        read("deploy/monitoring/grafana-dashboard.json"),
+        "copy deploy/monitoring/grafana-dashboard.json into the chart's files/"
+    );
+    // The alerts, rendered the way `tpl` renders them with the chart's defaults.
+    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    let flapping = values["monitoring"]["prometheusRule"]["flappingDirectionChangesPerHour"].as_u64().unwrap();
+    let rendered = read("deploy/helm/vllm-autoscaler/files/alerts.yaml")
+        .replace("{{ .Values.monitoring.prometheusRule.flappingDirectionChangesPerHour }}", &flapping.to_string())
+        .replace(r#"{{ "{{" }}"#, "{{")
+        .replace(r#"{{ "}}" }}"#, "}}");
+    assert!(!rendered.contains("{{ ."), "an unrendered value is left: {rendered}");
+    let rendered: Value = serde_yaml_ng::from_str(&rendered).unwrap();
+    let plain = documents("deploy/monitoring/prometheusrule.yaml");
+    assert_eq!(rendered, plain[0]["spec"]);
+    // The ClusterRole's rules.
+    let rules: Value =
+        serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/files/clusterrole-rules.yaml")).unwrap();
+    assert_eq!(rules, find(&documents("deploy/controller/rbac.yaml"), "ClusterRole")["rules"]);
+}
+
+/// What RBAC sees in a request: (apiGroup, resource[/subresource], verb, namespace).
+fn rbac_view(r: &RecordedRequest) -> Option<(String, String, String, Option<String>)> {
+    let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", _, rest @ ..] if !rest.is_empty() => ("", rest),
+        ["apis", g, _, rest @ ..] if !rest.is_empty() => (*g, rest),
+        _ => return None, // discovery: allowed to every authenticated user
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        other => (None, other),
+    };
+    let resource = match rest {
+        [plural] | [plural, _] => (*plural).to_owned(),
+        [plural, _, sub] => format!("{plural}/{sub}"),
+        _ => return None,
+    };
+    let verb = match (r.method.as_str(), rest.len()) {
+        ("GET", 1) if r.is_watch() => "watch",
+        ("GET", 1) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => return None,
+    };
+    Some((group.to_owned(), resource, verb.to_owned(), namespace))
+}
+
+fn allows(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    let has = |list: &Value, item: &str| {
+        list.as_sequence().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(item) || v.as_str() == Some("*")))
+    };
+    rules
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|rule| has(&rule["apiGroups"], group) && has(&rule["resources"], resource) && has(&rule["verbs"], verb))
+}
+
+#[tokio::test]
+async fn the_rbac_allows_every_request_the_controller_makes() {
+    let h = Harness::seed().await;
+    // A rescale (scale read and patch, pods, events, status), then a failing one (more events).
+    h.set_load(&h.ctx, 2, 15.0, 80.0, 500.0);
+    h.reconcile(&h.ctx).await;
+    h.advance(15);
+    h.ctx.metrics_source().fail(&Harness::target(), "down");
+    h.reconcile(&h.ctx).await;
+    // Leader election in the controller's namespace.
+    let clock = FakeClock::new(h.now());
+    let mut elector = LeaderElector::new(
+        h.server.client(),
+        LeaseConfig::new("vllm-autoscaler", "vllm-autoscaler", "a"),
+        Arc::new(clock.clone()),
+        Leadership::candidate(),
+    );
+    elector.try_acquire_or_renew().await.unwrap();
+    elector.try_acquire_or_renew().await.unwrap();
+    elector.release().await.unwrap();
+    // The watch of policies across namespaces.
+    let api: kube::Api<vllm_scaling_kube::VllmScalingPolicyResource> = kube::Api::all(h.server.client());
+    let _ = api.list(&Default::default()).await.unwrap();
+    let mut watch = std::pin::pin!(api.watch(&Default::default(), "0").await.unwrap());
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), futures::StreamExt::next(&mut watch)).await;
+
+    let rbac = documents("deploy/controller/rbac.yaml");
+    let cluster_rules = &find(&rbac, "ClusterRole")["rules"];
+    let role = find(&rbac, "Role");
+    let role_ns = role["metadata"]["namespace"].as_str().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for request in h.server.requests() {
+        let Some((group, resource, verb, namespace)) = rbac_view(&request) else { continue };
+        let ok = allows(cluster_rules, &group, &resource, &verb)
+            || (namespace.as_deref() == Some(role_ns) && allows(&role["rules"], &group, &resource, &verb));
+        assert!(ok, "RBAC forbids {verb} {group}/{resource} in {namespace:?} ({} {})", request.method, request.path);
+        seen.insert(format!("{verb} {group}/{resource}"));
+    }
+    // The traffic covered every kind of request the controller makes.
+    for expected in [
+        "watch autoscaler.production-stack/vllmscalingpolicies",
+        "patch autoscaler.production-stack/vllmscalingpolicies/status",
+        "get apps/deployments/scale",
+        "patch apps/deployments/scale",
+        "list apps/deployments",
+        "list /pods",
+        "list autoscaling/horizontalpodautoscalers",
+        "create events.k8s.io/events",
+        "create coordination.k8s.io/leases",
+        "update coordination.k8s.io/leases",
+    ] {
+        assert!(seen.contains(expected), "{expected} not exercised: {seen:#?}");
+    }
+    // The controller never writes a workload itself, and never deletes anything.
+    assert!(
+        !allows(cluster_rules, "apps", "deployments", "patch")
+            && !allows(cluster_rules, "apps", "deployments", "update")
+    );
+    assert!(!seen.iter().any(|s| s.starts_with("delete")));
+}
