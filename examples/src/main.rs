@@ -22,6 +22,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Replay a what-if scenario through the engine: one JSON line per step.
     Replay(cmd::replay::Args),
+    /// Show what the autoscaler sees now: each rule's value per pod and for the fleet, its source and age, or why it is missing.
+    Observe(Box<cmd::observe::Args>),
     /// Serve a realistic, changing vLLM /metrics page (load settable with POST /control).
     EmulateVllm(cmd::emulate_vllm::Args),
     /// Serve this node's GPU metrics (DCGM names, from NVML) and its vLLM pods' metrics on /metrics.
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Observe(args) => cmd::observe::run(*args),
         Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),
         Command::GpuExporter(args) => cmd::gpu_exporter::run(*args),
     }

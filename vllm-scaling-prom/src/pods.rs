@@ -237,7 +237,12 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("timed out after {}", fmt_duration(timeout))
     } else if e.is_connect() {
-        format!("connection failed: {}", error_chain(e))
+        // The innermost cause says it all ("Connection refused (os error 111)").
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        format!("connection failed: {cause}")
     } else {
         error_chain(e)
     }

@@ -2,5 +2,6 @@
 
 pub(crate) mod emulate_vllm;
 pub(crate) mod gpu_exporter;
+pub(crate) mod observe;
 pub(crate) mod replay;
 pub(crate) mod validate;
