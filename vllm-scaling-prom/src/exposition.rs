@@ -661,6 +661,70 @@ impl<'a> LineParser<'a> {
     }
 }
 
+/// Writes one sample line in the text format, quoting the name and label names in the
+/// Prometheus 3 UTF-8 form when they are not legacy identifiers. Values use Rust's shortest
+/// round-trip float form, so parsing the line gives back the same bits (NaN aside).
+///
+/// ```
+/// use std::borrow::Cow;
+/// use vllm_scaling_prom::exposition::{Label, parse, render_sample};
+///
+/// let mut line = String::new();
+/// let labels = [Label { name: Cow::Borrowed("le"), value: Cow::Borrowed("+Inf") }];
+/// render_sample(&mut line, "x_bucket", &labels, 3.0, None);
+/// assert_eq!(line, "x_bucket{le=\"+Inf\"} 3\n");
+/// assert_eq!(parse(&line).unwrap().samples().next().unwrap().value, 3.0);
+/// ```
+pub fn render_sample(out: &mut String, name: &str, labels: &[Label<'_>], value: f64, timestamp: Option<f64>) {
+    use std::fmt::Write as _;
+    let legacy_name = name.bytes().next().is_some_and(is_name_start) && name.bytes().all(is_name_char);
+    let mut first = true;
+    if legacy_name {
+        out.push_str(name);
+    } else {
+        out.push('{');
+        push_quoted(out, name);
+        first = false;
+    }
+    if !labels.is_empty() || !legacy_name {
+        if legacy_name {
+            out.push('{');
+        }
+        for l in labels {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            if l.name.bytes().next().is_some_and(is_label_start) && l.name.bytes().all(is_label_char) {
+                out.push_str(&l.name);
+            } else {
+                push_quoted(out, &l.name);
+            }
+            out.push('=');
+            push_quoted(out, &l.value);
+        }
+        out.push('}');
+    }
+    let _ = write!(out, " {value}");
+    if let Some(ts) = timestamp {
+        let _ = write!(out, " {ts}");
+    }
+    out.push('\n');
+}
+
+fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// A sample value or timestamp. Rust's float syntax covers what exporters print with Go's
 /// `strconv.FormatFloat` and Python's `repr` (`1`, `-2.5e-3`, `+Inf`, `-Inf`, `NaN`), and
 /// is case-insensitive for the special values as Go's `ParseFloat` is.

@@ -16,6 +16,8 @@
 pub mod emulator;
 mod error;
 pub mod exposition;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod pods;
 #[cfg(feature = "prometheus")]
