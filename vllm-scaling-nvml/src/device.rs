@@ -11,7 +11,9 @@ use std::fmt;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Which device a call is about: a whole GPU, or one MIG device on a GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered as NVML enumerates: each GPU, then its MIG devices, then the next GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeviceRef {
     /// A physical GPU, by its NVML index.
     Gpu(u32),
@@ -31,6 +33,27 @@ impl DeviceRef {
         match self {
             Self::Gpu(i) | Self::Mig { gpu: i, .. } => i,
         }
+    }
+}
+
+impl DeviceRef {
+    const fn order_key(self) -> (u32, Option<u32>) {
+        match self {
+            Self::Gpu(i) => (i, None),
+            Self::Mig { gpu, index } => (gpu, Some(index)),
+        }
+    }
+}
+
+impl Ord for DeviceRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order_key().cmp(&other.order_key())
+    }
+}
+
+impl PartialOrd for DeviceRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -266,5 +289,22 @@ mod tests {
         let e = DeviceError::NotSupported { call: "nvmlDeviceGetSamples", device: DeviceRef::Mig { gpu: 0, index: 2 } };
         assert_eq!(e.to_string(), "nvmlDeviceGetSamples is not supported on GPU 0 MIG device 2");
         assert_eq!(DeviceRef::Mig { gpu: 3, index: 1 }.gpu_index(), 3);
+        let mut refs = vec![
+            DeviceRef::Gpu(1),
+            DeviceRef::Mig { gpu: 0, index: 1 },
+            DeviceRef::Gpu(0),
+            DeviceRef::Mig { gpu: 0, index: 0 },
+        ];
+        refs.sort();
+        assert_eq!(
+            refs,
+            [
+                DeviceRef::Gpu(0),
+                DeviceRef::Mig { gpu: 0, index: 0 },
+                DeviceRef::Mig { gpu: 0, index: 1 },
+                DeviceRef::Gpu(1)
+            ],
+            "NVML's order: each GPU, then its MIG devices"
+        );
     }
 }

@@ -60,17 +60,21 @@ struct FamilyOut {
 /// ```
 /// use vllm_scaling_nvml::{FamilyFilter, Reexport};
 ///
-/// let page = "# TYPE vllm:num_requests_waiting gauge\n\
-///             vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 4.0\n\
-///             # TYPE python_gc_objects_collected_total counter\n\
-///             python_gc_objects_collected_total{generation=\"0\"} 12.0\n";
+/// let page = concat!(
+///     "# TYPE vllm:num_requests_waiting gauge\n",
+///     "vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 4.0\n",
+///     "# TYPE python_gc_objects_collected_total counter\n",
+///     "python_gc_objects_collected_total{generation=\"0\"} 12.0\n",
+/// );
 /// let mut out = Reexport::new(FamilyFilter::Autoscaling);
 /// let kept = out.add_page(page, &[("namespace".into(), "llm".into()), ("pod".into(), "vllm-0".into())]).unwrap();
 /// assert_eq!(kept, 1);
 /// assert_eq!(
 ///     out.render(),
-///     "# TYPE vllm:num_requests_waiting gauge\n\
-///      vllm:num_requests_waiting{engine=\"0\",model_name=\"m\",namespace=\"llm\",pod=\"vllm-0\"} 4\n"
+///     concat!(
+///         "# TYPE vllm:num_requests_waiting gauge\n",
+///         "vllm:num_requests_waiting{engine=\"0\",model_name=\"m\",namespace=\"llm\",pod=\"vllm-0\"} 4\n",
+///     )
 /// );
 /// ```
 #[derive(Debug, Default)]

@@ -84,7 +84,7 @@ fn number(v: f64) -> String {
 }
 
 /// The device's identity labels, DCGM order, without the pod labels.
-fn device_labels(d: &DeviceSnapshot, node: &DcgmLabels) -> Vec<(&'static str, String)> {
+fn device_labels(d: &DeviceSnapshot, node: &DcgmLabels) -> Labels {
     let info = &d.info;
     let (uuid, model) = match &info.mig {
         Some(m) => (m.parent_uuid.clone(), m.parent_model_name.clone()),
@@ -107,6 +107,16 @@ fn device_labels(d: &DeviceSnapshot, node: &DcgmLabels) -> Vec<(&'static str, St
     labels
 }
 
+/// Identity labels, DCGM order.
+type Labels = Vec<(&'static str, String)>;
+
+/// A device with its identity labels and the containers on it.
+struct Row<'a> {
+    device: &'a DeviceSnapshot,
+    labels: Labels,
+    containers: Vec<Option<ContainerRef>>,
+}
+
 /// The containers with processes on the device; one `None` when there are none.
 fn containers(d: &DeviceSnapshot) -> Vec<Option<ContainerRef>> {
     let set: BTreeSet<ContainerRef> = d
@@ -117,7 +127,7 @@ fn containers(d: &DeviceSnapshot) -> Vec<Option<ContainerRef>> {
     if set.is_empty() { vec![None] } else { set.into_iter().map(Some).collect() }
 }
 
-fn with_pod(mut labels: Vec<(&'static str, String)>, c: Option<&ContainerRef>) -> Vec<(&'static str, String)> {
+fn with_pod(mut labels: Labels, c: Option<&ContainerRef>) -> Labels {
     let (container, namespace, pod) = c.map_or_else(Default::default, |c| {
         (c.container.clone().unwrap_or_default(), c.pod.namespace.clone(), c.pod.name.clone())
     });
@@ -152,12 +162,15 @@ fn processes_of<'a>(d: &'a DeviceSnapshot, c: &'a ContainerRef) -> impl Iterator
 #[must_use]
 pub fn render_dcgm(snapshot: &NodeSnapshot, node: &DcgmLabels) -> String {
     let mut out = String::new();
-    let devices: Vec<(&DeviceSnapshot, Vec<(&'static str, String)>, Vec<Option<ContainerRef>>)> =
-        snapshot.devices.iter().map(|d| (d, device_labels(d, node), containers(d))).collect();
+    let rows: Vec<Row<'_>> = snapshot
+        .devices
+        .iter()
+        .map(|d| Row { device: d, labels: device_labels(d, node), containers: containers(d) })
+        .collect();
 
     let name = "DCGM_FI_DEV_GPU_UTIL";
     let mut f = Family::start(&mut out, name, "GPU utilization (in %).");
-    for (d, labels, cs) in &devices {
+    for Row { device: d, labels, containers: cs } in &rows {
         if let Ok(u) = &d.utilization {
             for c in cs {
                 f.sample(name, &with_pod(labels.clone(), c.as_ref()), &number(u.mean_percent));
@@ -173,7 +186,7 @@ pub fn render_dcgm(snapshot: &NodeSnapshot, node: &DcgmLabels) -> String {
     ];
     for (name, help, field) in memory {
         let mut f = Family::start(&mut out, name, help);
-        for (d, labels, cs) in &devices {
+        for Row { device: d, labels, containers: cs } in &rows {
             if let Ok(m) = &d.memory {
                 for c in cs {
                     f.sample(name, &with_pod(labels.clone(), c.as_ref()), &(field(m) / MIB).to_string());
@@ -188,13 +201,13 @@ pub fn render_dcgm(snapshot: &NodeSnapshot, node: &DcgmLabels) -> String {
         name,
         "1 when DCGM_FI_DEV_GPU_UTIL is written for the device, 0 when NVML does not report it (MIG) or it is stale.",
     );
-    for (d, labels, _) in &devices {
+    for Row { device: d, labels, .. } in &rows {
         f.sample(name, labels, if d.utilization.is_ok() { "1" } else { "0" });
     }
 
     let name = "vllm_scaling_gpu_process_memory_used_bytes";
     let mut f = Family::start(&mut out, name, "Device memory held by the container's processes (in bytes), from NVML.");
-    for (d, labels, cs) in &devices {
+    for Row { device: d, labels, containers: cs } in &rows {
         for c in cs.iter().flatten() {
             let used: Option<u64> = processes_of(d, c).map(|p| p.used_memory_bytes).sum();
             if let Some(used) = used {
@@ -206,7 +219,7 @@ pub fn render_dcgm(snapshot: &NodeSnapshot, node: &DcgmLabels) -> String {
     let name = "vllm_scaling_gpu_process_sm_utilization_percent";
     let mut f =
         Family::start(&mut out, name, "SM utilization of the container's processes over the window (in %), from NVML.");
-    for (d, labels, cs) in &devices {
+    for Row { device: d, labels, containers: cs } in &rows {
         for c in cs.iter().flatten() {
             let sm: Option<f64> = processes_of(d, c).map(|p| p.sm_percent).sum();
             if let Some(sm) = sm {

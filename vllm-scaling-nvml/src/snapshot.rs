@@ -158,8 +158,9 @@ impl NodeSnapshot {
     /// an error that says which device and why, never a partial figure.
     #[must_use]
     pub fn pods(&self) -> Vec<PodGpus> {
-        // For each pod: device → (its processes' memory, its processes' SM), per process.
-        let mut by_pod: BTreeMap<PodRef, (BTreeSet<String>, BTreeMap<DeviceRef, Vec<&ProcessUsage>>)> = BTreeMap::new();
+        // For each pod: its container names, and its processes by device.
+        type PerPod<'a> = (BTreeSet<String>, BTreeMap<DeviceRef, Vec<&'a ProcessUsage>>);
+        let mut by_pod: BTreeMap<PodRef, PerPod<'_>> = BTreeMap::new();
         for device in &self.devices {
             let Ok(processes) = &device.processes else { continue };
             for p in processes {
