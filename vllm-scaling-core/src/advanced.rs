@@ -35,11 +35,16 @@ use crate::time::Timestamp;
 
 /// `spec.panic`: Knative-KPA-style panic mode.
 ///
-/// When the demand averaged over the short panic window reaches `thresholdPercent` of
-/// the current replicas, the target is *panicking*: the scale-up rate policies are
-/// lifted (scale-up may reach `maxScaleUpRate` × current in one evaluation) and no
-/// scale-down happens. Panic ends once a whole `stableWindowSeconds` has passed without
-/// the condition. Demand is the largest healthy rule proposal of each evaluation.
+/// Demand is the largest healthy proposal of the panic `rules` (default: every rule) in
+/// each evaluation. When the demand averaged over the short panic window reaches
+/// `thresholdPercent` of the current replicas, the target is *panicking*: scale-up may
+/// go straight to that panic-window demand (at most `maxScaleUpRate` × current) whatever
+/// the rate policies say, and no scale-down happens. Panic ends once a whole
+/// `stableWindowSeconds` has passed without the condition.
+///
+/// Pick panic rules whose proposals track the load (arrivals, requests in flight) rather
+/// than a backlog: a queue-length proposal grows with every second a cold start lasts,
+/// and panic would chase it. Other rules still propose, under their rate limits.
 ///
 /// The engine sees one snapshot per evaluation and averages the evaluations inside the
 /// window, so **panic mode expects the driver to evaluate at least twice per panic
@@ -61,10 +66,14 @@ pub struct PanicSpec {
     /// replicas, 110..=1000 (default 200, Knative's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_percent: Option<f64>,
-    /// While panicking, one evaluation may scale up to `ceil(current × maxScaleUpRate)`,
-    /// whatever the rate policies say; greater than 1 (default 1000, Knative's).
+    /// While panicking, one evaluation may scale up to at most `ceil(current ×
+    /// maxScaleUpRate)`, whatever the rate policies say; greater than 1 (default 1000,
+    /// Knative's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_scale_up_rate: Option<f64>,
+    /// The keys of the rules whose proposals are the demand (default: every rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<String>>,
 }
 
 /// `spec.scaleToZero`: go to zero replicas when idle, come back when activated.
@@ -102,6 +111,10 @@ pub struct ScaleToZeroSpec {
 /// `capacityPerReplica` is a proposal. It only ever raises the desired replicas: a
 /// forecast below the current replicas proposes nothing, so the forecast alone never
 /// scales down.
+///
+/// Forecast an arrival rate (the router's or gateway's incoming requests): a completion
+/// rate such as `requests_per_second` stops growing once the fleet saturates, which is
+/// exactly when the forecast matters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -160,6 +173,8 @@ pub struct ResolvedPanic {
     pub threshold: f64,
     /// The scale-up multiple allowed per evaluation while panicking.
     pub max_scale_up_rate: f64,
+    /// The keys of the rules that make the demand (empty: every rule).
+    pub rules: Vec<String>,
 }
 
 /// Scale to zero with defaults filled in.
@@ -278,11 +293,24 @@ pub(crate) fn resolve(
         if !(rate.is_finite() && rate > 1.0) {
             err("panic.maxScaleUpRate", format!("must be a finite number greater than 1, got {rate}"));
         }
+        let panic_rules = p.rules.clone().unwrap_or_default();
+        if p.rules.as_ref().is_some_and(Vec::is_empty) {
+            err("panic.rules", "must name at least one rule when given (omit it for every rule)".to_owned());
+        }
+        for (i, key) in panic_rules.iter().enumerate() {
+            if !rules.iter().any(|r| &r.key == key) {
+                err(
+                    &format!("panic.rules[{i}]"),
+                    format!("no scaling rule is named `{key}`; the rules are {}", keys()),
+                );
+            }
+        }
         ResolvedPanic {
             window: secs(window),
             stable_window: secs(stable),
             threshold: threshold / 100.0,
             max_scale_up_rate: rate,
+            rules: panic_rules,
         }
     });
 

@@ -247,17 +247,7 @@ impl Engine {
                             (1.0 - check.headroom) * 100.0
                         ));
                     }
-                    let limits = Limits {
-                        min,
-                        max,
-                        min_reason,
-                        max_reason,
-                        panic_scale_up_rate: p
-                            .advanced
-                            .panic
-                            .as_ref()
-                            .and_then(|cfg| extras.panicking.then_some(cfg.max_scale_up_rate)),
-                    };
+                    let limits = Limits { min, max, min_reason, max_reason, panic_up_limit: extras.panic_up_limit };
                     let (desired, limited) = self.normalize(now, current, target, &limits);
                     let limited = if limited == LimitedBy::None && target != replicas {
                         LimitedBy::SurvivorsCheck
@@ -360,10 +350,11 @@ impl Engine {
 
     fn normalize(&mut self, now: Timestamp, current: i32, desired: i32, limits: &Limits) -> (i32, LimitedBy) {
         let (min, max) = (limits.min, limits.max);
-        // Panic mode (advanced.rs) holds scale-down after stabilization and lifts the
-        // scale-up limit to ceil(current × maxScaleUpRate); both no-ops when not panicking.
-        let panicking = limits.panic_scale_up_rate.is_some();
-        let panic_up_limit = limits.panic_scale_up_rate.map_or(i32::MIN, |r| sat_i32((f64::from(current) * r).ceil()));
+        // Panic mode (advanced.rs) holds scale-down after stabilization and lets scale-up
+        // reach the panic-window demand whatever the rate policies say; both no-ops when
+        // not panicking.
+        let panicking = limits.panic_up_limit.is_some();
+        let panic_up_limit = limits.panic_up_limit.unwrap_or(i32::MIN);
         match self.policy.behavior.clone() {
             None => {
                 // horizontal.go normalizeDesiredReplicas + convertDesiredReplicasWithRules.
@@ -937,14 +928,15 @@ fn external_average(
 // ---------------------------------------------------------------------------------------
 // Steps beyond the HPA (the logic is in advanced.rs; these adapt it to `Computed`)
 
-/// The bounds a normalization clamps to, and panic mode's scale-up rate.
+/// The bounds a normalization clamps to, and panic mode's scale-up limit.
 struct Limits {
     min: i32,
     max: i32,
     min_reason: LimitedBy,
     max_reason: LimitedBy,
-    /// `Some(maxScaleUpRate)` while panicking.
-    panic_scale_up_rate: Option<f64>,
+    /// `Some(limit)` while panicking: scale-up may reach `limit` whatever the rate
+    /// policies say, and scale-down is held.
+    panic_up_limit: Option<i32>,
 }
 
 /// What the steps beyond the HPA bring to one evaluation.
@@ -952,6 +944,8 @@ struct Extras {
     bounds: Bounds,
     proposals: Vec<ExtraProposal>,
     panicking: bool,
+    /// While panicking: the panic-window demand, at most `ceil(current × maxScaleUpRate)`.
+    panic_up_limit: Option<i32>,
     /// Scale to zero: the activation signal's reading.
     activation: Option<Activation>,
     /// At zero: whether the activation signal (or the activation rule's fallback) asks
@@ -977,6 +971,7 @@ fn gather_extras(
         bounds,
         proposals: Vec::new(),
         panicking: false,
+        panic_up_limit: None,
         activation: None,
         activated: false,
         notes: Vec::new(),
@@ -993,13 +988,22 @@ fn gather_extras(
         extras.notes.push(format!("schedule `{name}` active: replicas in [{lo}, {hi}]"));
     }
     if let Some(cfg) = &a.panic {
-        // Demand: the largest healthy rule proposal (fallbacks are not load).
-        let demand =
-            computed.iter().filter(|c| c.outcome.status == RuleStatus::Ok).filter_map(|c| c.outcome.proposal).max();
+        // Demand: the largest healthy proposal of the panic rules (fallbacks are not load).
+        let demand = computed
+            .iter()
+            .zip(&p.rules)
+            .filter(|(c, r)| c.outcome.status == RuleStatus::Ok && (cfg.rules.is_empty() || cfg.rules.contains(&r.key)))
+            .filter_map(|(c, _)| c.outcome.proposal)
+            .max();
         let view = advanced::panic_step(cfg, state, now, current, demand);
         extras.panicking = view.panicking;
         if view.panicking {
-            extras.notes.push("panic mode: scale-down held, scale-up rate limit lifted".to_owned());
+            // The fast path goes as far as the panic-window demand, not as far as any
+            // rule asks: a backlog metric's proposal keeps its rate limits.
+            let rate_cap = sat_i32((f64::from(current) * cfg.max_scale_up_rate).ceil());
+            let limit = view.proposal.as_ref().map_or(current, |e| e.replicas).min(rate_cap);
+            extras.panic_up_limit = Some(limit);
+            extras.notes.push(format!("panic mode: scale-down held, scale-up allowed to {limit} now"));
         }
         extras.proposals.extend(view.proposal);
     }

@@ -97,6 +97,37 @@ fn the_rate_limit_lift_is_bounded_by_max_scale_up_rate_and_max_replicas() {
 }
 
 #[test]
+fn the_fast_path_goes_only_as_far_as_the_panic_rules_demand() {
+    // Panic on requests in flight (3× the target: proposes 12 of 4); the queue, a backlog,
+    // proposes 40 but keeps its rate limit (+4 or ×2 per 15 s: 8).
+    let p = policy(
+        "maxReplicas: 100\nscalingRules:\n  - {metric: running_requests, threshold: 20}\n  - {metric: queue_length, threshold: 5}\n\
+         panic: {rules: [running_requests]}\n",
+    );
+    let m = ScalingMetrics {
+        pods: (0..4)
+            .map(|i| PodMetrics::running(format!("p{i}")).with("running_requests", 60.0).with("queue_length", 50.0))
+            .collect(),
+        ..Default::default()
+    };
+    let d = Engine::new(p.clone()).evaluate(Timestamp::from_secs(0), CurrentScale::new(4), &m);
+    assert_eq!((d.proposed_replicas, d.desired_replicas), (Some(40), 12), "{}", d.explanation);
+    assert_eq!(d.limited_by, LimitedBy::ScaleUpPolicy);
+    assert_eq!(d.extra_proposals[0].replicas, 12);
+    // Below the panic threshold on the panic rule, the queue alone does not panic.
+    let calm = ScalingMetrics {
+        pods: (0..4)
+            .map(|i| PodMetrics::running(format!("p{i}")).with("running_requests", 20.0).with("queue_length", 50.0))
+            .collect(),
+        ..Default::default()
+    };
+    let mut e = Engine::new(p);
+    let d = e.evaluate(Timestamp::from_secs(0), CurrentScale::new(4), &calm);
+    assert_eq!(d.desired_replicas, 8);
+    assert!(e.state().advanced.panic.is_none());
+}
+
+#[test]
 fn the_panic_window_averages_the_evaluations_inside_it() {
     // A 2 s evaluation period against a 6 s window (Knative's tick and default window).
     let config = EngineConfig::default().with_sync_period(Duration::from_secs(2));

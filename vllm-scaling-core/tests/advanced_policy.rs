@@ -123,6 +123,11 @@ fn panic_errors_name_their_field() {
     error_at(&with("panic: {thresholdPercent: 100}\n"), "spec.panic.thresholdPercent");
     error_at(&with("panic: {thresholdPercent: .nan}\n"), "spec.panic.thresholdPercent");
     error_at(&with("panic: {maxScaleUpRate: 1}\n"), "spec.panic.maxScaleUpRate");
+    error_at(&with("panic: {rules: []}\n"), "spec.panic.rules");
+    let e = error_at(&with("panic: {rules: [queue_length, kv]}\n"), "spec.panic.rules[1]");
+    assert!(e.reason.contains("`kv`"), "{e}");
+    let p = resolve(&with("panic: {rules: [incoming]}\n"));
+    assert_eq!(p.advanced.panic.unwrap().rules, ["incoming"]);
 }
 
 #[test]
