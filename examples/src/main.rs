@@ -28,6 +28,10 @@ enum Command {
     EmulateVllm(cmd::emulate_vllm::Args),
     /// Serve this node's GPU metrics (DCGM names, from NVML) and its vLLM pods' metrics on /metrics.
     GpuExporter(Box<cmd::gpu_exporter::Args>),
+    /// Print the vLLMScalingPolicy CustomResourceDefinition (YAML).
+    Crd(cmd::crd::Args),
+    /// Run the Kubernetes controller: evaluate every vLLMScalingPolicy and scale through /scale.
+    Run(Box<cmd::run::Args>),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +42,7 @@ fn main() -> ExitCode {
         Command::Observe(args) => cmd::observe::run(*args),
         Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),
         Command::GpuExporter(args) => cmd::gpu_exporter::run(*args),
+        Command::Crd(args) => cmd::crd::run(args),
+        Command::Run(args) => cmd::run::run(*args),
     }
 }

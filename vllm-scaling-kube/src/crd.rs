@@ -20,6 +20,8 @@ pub const PLURAL: &str = "vllmscalingpolicies";
 /// The spec of a `vLLMScalingPolicy`: exactly the core's [`PolicySpec`], so a policy file
 /// that `vllm-autoscaler validate` accepts applies unchanged.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// clippy reads the repeated `type_ = "integer"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "autoscaler.production-stack",
     version = "v1alpha1",

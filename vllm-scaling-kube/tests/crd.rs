@@ -72,7 +72,7 @@ fn check_structural(node: &Value, path: &str, problems: &mut Vec<String>) {
         problems.push(format!("{path}: no type"));
     }
     for bad in ["$ref", "definitions", "$schema", "$defs", "title"] {
-        if map.contains_key(bad) && !(bad == "title" && path == "") {
+        if map.contains_key(bad) && !(bad == "title" && path.is_empty()) {
             problems.push(format!("{path}: has {bad}"));
         }
     }
@@ -103,12 +103,8 @@ fn check_structural(node: &Value, path: &str, problems: &mut Vec<String>) {
                 check_structural(ap, &format!("{path}{{*}}"), problems);
             }
         }
-        Some(_) => {
-            if map.contains_key("properties") {
-                problems.push(format!("{path}: properties on a non-object"));
-            }
-        }
-        None => {}
+        Some(_) if map.contains_key("properties") => problems.push(format!("{path}: properties on a non-object")),
+        _ => {}
     }
 }
 

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub(crate) mod crd;
 pub(crate) mod emulate_vllm;
 pub(crate) mod gpu_exporter;
 pub(crate) mod observe;
 pub(crate) mod replay;
+pub(crate) mod run;
 pub(crate) mod validate;
