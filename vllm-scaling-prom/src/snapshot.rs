@@ -462,8 +462,10 @@ pub struct PodObservation<'a> {
 }
 
 /// The earlier snapshot a rate over `window` is computed from: the newest one at least
-/// `window` old (so the span covers the window, as PromQL's `rate(x[window])` does), else
-/// the oldest one there is.
+/// `window` old (so the span covers the window, as PromQL's `rate(x[window])` does) unless
+/// it is more than twice the window old, else the oldest one inside the window. `None`
+/// when there is no usable earlier scrape: a rate over a much longer span than the rule
+/// asks for would describe the past, not now.
 #[must_use]
 pub fn baseline<'s>(
     earlier: &[&'s PodSnapshot],
@@ -471,8 +473,15 @@ pub fn baseline<'s>(
     window: std::time::Duration,
 ) -> Option<&'s PodSnapshot> {
     let cutoff = current.at.saturating_sub(window);
+    let too_old = current.at.saturating_sub(window.saturating_mul(2));
     let before: Vec<&'s PodSnapshot> = earlier.iter().copied().filter(|s| s.at < current.at).collect();
-    before.iter().rev().find(|s| s.at <= cutoff).or_else(|| before.first()).copied()
+    before
+        .iter()
+        .rev()
+        .find(|s| s.at <= cutoff)
+        .filter(|s| s.at >= too_old)
+        .or_else(|| before.iter().find(|s| s.at > cutoff))
+        .copied()
 }
 
 /// One rule's reading from the pods' snapshots: gauges per pod from the current scrape,
@@ -518,10 +527,15 @@ pub fn rule_reading(rule: &ResolvedRule, pods: &[PodObservation<'_>]) -> RuleRea
             continue;
         }
         let Some(base) = baseline(&pod.earlier, snap, rule.window) else {
-            r.pod_failures.insert(
-                pod.name.to_owned(),
-                "first scrape of this pod: rates and quantiles need a second one".to_owned(),
-            );
+            let why = if pod.earlier.is_empty() {
+                "first scrape of this pod: rates and quantiles need a second one".to_owned()
+            } else {
+                format!(
+                    "the previous scrape is more than twice the {}s window old: rates and quantiles need a second, recent one",
+                    rule.window.as_secs()
+                )
+            };
+            r.pod_failures.insert(pod.name.to_owned(), why);
             continue;
         };
         let span = snap.at.saturating_duration_since(base.at).as_secs_f64();
@@ -704,6 +718,24 @@ vllm:time_per_output_token_seconds_count{engine=\"1\",model_name=\"a\"} 2
         let no_inf = Histogram { buckets: vec![(0.1, 3.0)], series: "x", ..Histogram::default() };
         assert!(fleet_quantile(0.5, [&no_inf]).unwrap_err().contains("+Inf"));
         assert!(fleet_quantile(0.5, []).is_err());
+    }
+
+    #[test]
+    fn baseline_covers_the_window_but_not_the_distant_past() {
+        let at = |secs| {
+            let mut s = PodSnapshot::default();
+            s.at = Timestamp::from_secs(secs);
+            s
+        };
+        let (s0, s30, s50, s70, now) = (at(0), at(30), at(50), at(70), at(100));
+        let w = std::time::Duration::from_secs(60);
+        let pick = |earlier: &[&PodSnapshot]| baseline(earlier, &now, w).map(|s| s.at.as_millis() / 1000);
+        assert_eq!(pick(&[&s0, &s30, &s50, &s70]), Some(30), "newest at least 60 s old");
+        assert_eq!(pick(&[&s50, &s70]), Some(50), "nothing 60 s old: the oldest inside the window");
+        assert_eq!(pick(&[&s70]), Some(70));
+        let (far, late) = (at(0), at(200));
+        assert_eq!(baseline(&[&far], &late, w).map(|s| s.at), None, "200 s ago is over twice the window");
+        assert_eq!(baseline(&[], &now, w).map(|s| s.at), None);
     }
 
     #[test]
