@@ -170,6 +170,13 @@ impl Engine {
     /// 0 replicas; jump into `[min, max]` when outside it; otherwise compute each rule's
     /// proposal, take the maximum (holding replicas when rules fail and the rest would
     /// scale down), stabilize, apply the rate policies and the bounds.
+    ///
+    /// The policies beyond the HPA slot into that order when configured: fallback
+    /// replicas with the rule proposals, panic and predictive proposals before the
+    /// maximum, the survivors check before stabilization, panic's scale-down hold in
+    /// stabilization and its scale-up lift in the rate policies, then scheduled bounds and
+    /// scale to zero. With none configured the result is the HPA's. Schedules read
+    /// wall-clock time from `now`, so policies with `schedules` need Unix time.
     pub fn evaluate(&mut self, now: Timestamp, scale: CurrentScale, metrics: &ScalingMetrics) -> Decision {
         let current = scale.replicas;
         // horizontal.go: a fresh HPA seeds its recommendations with the current replicas,
