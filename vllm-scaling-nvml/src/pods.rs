@@ -119,6 +119,9 @@ pub enum Attribution {
         /// The UID from the cgroup.
         uid: String,
     },
+    /// Listed on a GPU in MIG mode, where NVML lists every MIG device's processes in
+    /// aggregate: the process is attributed on its MIG device instead.
+    MigAggregate,
     /// `/proc/<pid>/cgroup` could not be read (the process exited, or the exporter does
     /// not share the host's PID namespace).
     Unreadable {

@@ -117,8 +117,10 @@ impl Sampler {
             history.processes = gpus.processes(device).map_err(|e| Unavailable::from_device(device, &e));
 
             match gpus.utilization_samples(device, history.last_seen_us) {
-                Ok(new) => {
+                Ok(mut new) => {
                     history.utilization_error = None;
+                    // Oldest first, whatever order the driver hands them in.
+                    new.sort_by_key(|s| s.timestamp_us);
                     for s in new {
                         // The driver's buffer is a ring: only take what is newer than what we hold.
                         if history.last_seen_us.is_some_and(|last| s.timestamp_us <= last) {
@@ -142,16 +144,19 @@ impl Sampler {
             }
 
             match gpus.process_samples(device, history.last_process_seen_us) {
-                Ok(new) => {
+                Ok(mut new) => {
                     history.process_samples_error = None;
+                    new.sort_by_key(|s| s.timestamp_us);
+                    // Several processes share a sample time: compare with what was held
+                    // before this batch, not with the batch's own samples.
+                    let held = history.last_process_seen_us;
                     for s in new {
-                        if history.last_process_seen_us.is_some_and(|last| s.timestamp_us <= last) {
+                        if held.is_some_and(|last| s.timestamp_us <= last) {
                             continue;
                         }
+                        history.last_process_seen_us = Some(s.timestamp_us);
                         history.process_samples.push_back(s);
                     }
-                    history.last_process_seen_us =
-                        history.process_samples.back().map(|s| s.timestamp_us).or(history.last_process_seen_us);
                 }
                 Err(e) => history.process_samples_error = Some(Unavailable::from_device(device, &e)),
             }

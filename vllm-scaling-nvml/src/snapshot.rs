@@ -133,11 +133,25 @@ pub struct PodGpus {
 impl NodeSnapshot {
     /// Fills in every process's pod: reads `/proc/<pid>/cgroup` through `proc` and looks
     /// the ids up in `directory`.
+    ///
+    /// Processes listed on a GPU that has MIG devices are NVML's aggregate over those
+    /// devices; they are marked [`Attribution::MigAggregate`] there and attributed on the
+    /// MIG device they run on, so a pod's GPUs are its MIG devices, not their parent.
     pub fn attribute(&mut self, proc: &ProcCgroups, directory: &PodDirectory) {
+        let mig_parents: Vec<u32> = self
+            .devices
+            .iter()
+            .filter_map(|d| match d.info.device {
+                DeviceRef::Mig { gpu, .. } => Some(gpu),
+                DeviceRef::Gpu(_) => None,
+            })
+            .collect();
         for device in &mut self.devices {
+            let aggregate = matches!(device.info.device, DeviceRef::Gpu(i) if mig_parents.contains(&i));
             if let Ok(processes) = &mut device.processes {
                 for p in processes {
-                    p.attribution = proc.attribute(p.pid, directory);
+                    p.attribution =
+                        if aggregate { Attribution::MigAggregate } else { proc.attribute(p.pid, directory) };
                 }
             }
         }

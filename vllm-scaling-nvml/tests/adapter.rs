@@ -10,7 +10,8 @@ use vllm_scaling_core::{
     Engine, InMemoryPolicies, InMemoryReplicas, RuleStatus, TargetId, Timestamp, error_chain, parse_policy, reconcile,
 };
 use vllm_scaling_nvml::{
-    DeviceError, DeviceRef, Error, FakeCall, FakeGpus, GpuProcess, MemoryBytes, NVML_LIBRARY, Sampler, Unavailable,
+    DeviceError, DeviceRef, Error, FakeCall, FakeGpus, GpuProcess, MemoryBytes, NVML_LIBRARY, ProcessSample, Sampler,
+    Unavailable,
 };
 
 fn process(pid: u32) -> GpuProcess {
@@ -220,13 +221,18 @@ fn mig_devices_are_enumerated_and_their_utilization_is_missing_not_zero() {
     gpus.add_mig(0, 1, "1g.5gb", Some(7), 4_864);
     let mig = DeviceRef::Mig { gpu: 0, index: 1 };
     gpus.set_memory_used_mib(mig, 3_648);
-    gpus.set_processes(
-        mig,
-        vec![GpuProcess { pid: 100, used_memory_bytes: Some(3_000 * MIB), gpu_instance_id: Some(7) }],
-    );
+    let on_mig = GpuProcess { pid: 100, used_memory_bytes: Some(3_000 * MIB), gpu_instance_id: Some(7) };
+    gpus.set_processes(mig, vec![on_mig]);
+    // NVML lists the MIG device's processes on the parent too (an aggregate), and the
+    // parent's memory is the whole GPU's.
+    gpus.set_processes(DeviceRef::Gpu(0), vec![on_mig]);
+    gpus.set_memory_used_mib(DeviceRef::Gpu(0), 40_000);
     let adapter = node.adapter(gpus);
     let snapshot = adapter.snapshot(Timestamp::from_secs(1), Duration::from_secs(60)).unwrap();
     assert_eq!(snapshot.devices.len(), 3, "the GPU and its two MIG devices");
+    let parent = snapshot.device(DeviceRef::Gpu(0)).unwrap().processes.as_ref().unwrap();
+    assert_eq!(parent[0].attribution, vllm_scaling_nvml::Attribution::MigAggregate);
+    assert_eq!(snapshot.pods()[0].devices, [mig], "the pod's GPU is its MIG device, not the parent");
     let m = snapshot.device(mig).unwrap();
     assert_eq!(m.info.mig.as_ref().unwrap().profile.as_deref(), Some("1g.5gb"));
     assert!(
@@ -391,4 +397,29 @@ fn real_nvml() {
         }
     }
     println!("{}", render_dcgm(&snapshot, &vllm_scaling_nvml::DcgmLabels { hostname: "gpu-test".into() }));
+}
+
+#[test]
+fn samples_out_of_order_and_shared_sample_times_are_all_kept() {
+    let gpus = FakeGpus::new();
+    gpus.add_gpu(0, "NVIDIA L4", 23_034);
+    let g = DeviceRef::Gpu(0);
+    for (t, v) in [(3, 30.0), (1, 10.0), (2, 20.0)] {
+        gpus.push_utilization(g, t * 1_000_000, v);
+    }
+    // Two processes sampled at the same instants, the second poll's batch included.
+    gpus.set_processes(g, vec![process(1), process(2)]);
+    let sample = |pid, t: u64, sm| ProcessSample { pid, timestamp_us: t * 1_000_000, sm_percent: sm, mem_percent: 0 };
+    gpus.push_process_sample(g, sample(1, 1, 10));
+    gpus.push_process_sample(g, sample(2, 1, 30));
+    let mut sampler = Sampler::default();
+    sampler.poll(&gpus, Timestamp::from_secs(3)).unwrap();
+    gpus.push_process_sample(g, sample(2, 2, 50));
+    gpus.push_process_sample(g, sample(1, 2, 70));
+    sampler.poll(&gpus, Timestamp::from_secs(3)).unwrap();
+    let snapshot = sampler.snapshot(Timestamp::from_secs(3), Duration::from_secs(60));
+    let u = snapshot.devices[0].utilization.clone().unwrap();
+    assert_eq!((u.samples, u.mean_percent), (3, 20.0));
+    let sm: Vec<Option<f64>> = snapshot.devices[0].processes.as_ref().unwrap().iter().map(|p| p.sm_percent).collect();
+    assert_eq!(sm, [Some(40.0), Some(40.0)], "pid 1: (10 + 70) / 2, pid 2: (30 + 50) / 2");
 }

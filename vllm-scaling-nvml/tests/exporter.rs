@@ -66,10 +66,9 @@ fn fake_node() -> (Node, FakeGpus) {
     );
     let mig = DeviceRef::Mig { gpu: 1, index: 1 };
     gpus.set_memory_used_mib(mig, 3_840);
-    gpus.set_processes(
-        mig,
-        vec![GpuProcess { pid: 200, used_memory_bytes: Some(3_500 * MIB), gpu_instance_id: Some(7) }],
-    );
+    let on_mig = GpuProcess { pid: 200, used_memory_bytes: Some(3_500 * MIB), gpu_instance_id: Some(7) };
+    gpus.set_processes(mig, vec![on_mig]);
+    gpus.set_processes(DeviceRef::Gpu(1), vec![on_mig]); // NVML's aggregate on the MIG parent
     (node, gpus)
 }
 
@@ -135,6 +134,12 @@ fn the_page_parses_and_matches_dcgm_names_labels_and_units() {
     // MIG devices: the parent's gpu/UUID/modelName, the profile and the instance id.
     assert_eq!(used("1", Some("1g.5gb")), [3_840.0]);
     assert_eq!(used("1", Some("3g.20gb")), [0.0]);
+    let parent_pods: Vec<&str> = page
+        .samples_named("DCGM_FI_DEV_FB_USED")
+        .filter(|s| s.label("gpu") == Some("1") && s.label("GPU_I_PROFILE").is_none())
+        .map(|s| s.label("pod").unwrap())
+        .collect();
+    assert_eq!(parent_pods, [""], "the MIG parent's aggregate process list is not a pod's GPU");
     let mig = page.samples_named("DCGM_FI_DEV_FB_USED").find(|s| s.label("GPU_I_PROFILE") == Some("1g.5gb")).unwrap();
     let l = labels_of(&mig);
     assert_eq!(l["UUID"], FakeGpus::gpu_uuid(1));
