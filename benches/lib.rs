@@ -27,8 +27,7 @@ const RULES: [(&str, f64, bool); 10] = [
 #[must_use]
 pub fn engine_fixture(rules: usize, pods: usize) -> (Engine, CurrentScale, ScalingMetrics, Timestamp) {
     assert!(rules <= RULES.len(), "at most {} rules", RULES.len());
-    let list: Vec<String> =
-        RULES[..rules].iter().map(|(m, t, _)| format!("{{metric: {m}, threshold: {t}}}")).collect();
+    let list: Vec<String> = RULES[..rules].iter().map(|(m, t, _)| format!("{{metric: {m}, threshold: {t}}}")).collect();
     let yaml = format!(
         "maxReplicas: 5000\nscalingRules: [{}]\nbehavior: {{scaleDown: {{policies: [{{type: Pods, value: 2, periodSeconds: 60}}, {{type: Percent, value: 10, periodSeconds: 120}}]}}}}",
         list.join(", ")

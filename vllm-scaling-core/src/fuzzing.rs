@@ -114,7 +114,8 @@ pub fn evaluate_input(input: &EvaluateInput) {
         "scalingRules": rules,
     });
     if let Some((d, u)) = input.tolerance {
-        spec["tolerance"] = serde_json::json!({"scaleUp": f64::from(u % 100) / 100.0, "scaleDown": f64::from(d % 100) / 100.0});
+        spec["tolerance"] =
+            serde_json::json!({"scaleUp": f64::from(u % 100) / 100.0, "scaleDown": f64::from(d % 100) / 100.0});
     }
     if let Some(b) = &input.behavior {
         let mut behavior = serde_json::json!({});

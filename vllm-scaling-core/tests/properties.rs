@@ -7,7 +7,8 @@ use vllm_scaling_core::{
 };
 
 /// Rules the generators pick from: (key, threshold, per-pod?).
-const RULES: [(&str, f64, bool); 3] = [("queue_length", 10.0, true), ("kv_cache_usage", 80.0, true), ("latency", 1000.0, false)];
+const RULES: [(&str, f64, bool); 3] =
+    [("queue_length", 10.0, true), ("kv_cache_usage", 80.0, true), ("latency", 1000.0, false)];
 
 #[derive(Clone, Debug)]
 struct PolicyCase {
@@ -21,7 +22,8 @@ impl PolicyCase {
     fn resolve(&self) -> ResolvedPolicy {
         let rules: Vec<String> =
             self.rules.iter().map(|&i| format!("{{metric: {}, threshold: {}}}", RULES[i].0, RULES[i].1)).collect();
-        let mut yaml = format!("minReplicas: {}\nmaxReplicas: {}\nscalingRules: [{}]\n", self.min, self.max, rules.join(", "));
+        let mut yaml =
+            format!("minReplicas: {}\nmaxReplicas: {}\nscalingRules: [{}]\n", self.min, self.max, rules.join(", "));
         if let Some(b) = &self.behavior {
             yaml.push_str(&format!("behavior: {b}\n"));
         }
@@ -57,7 +59,10 @@ struct Load {
 }
 
 fn load(max_pods: usize) -> impl Strategy<Value = Load> {
-    (prop::collection::vec(prop::option::weighted(0.9, 0.0..4.0f64), 1..max_pods), prop::option::weighted(0.9, 0.0..4.0f64))
+    (
+        prop::collection::vec(prop::option::weighted(0.9, 0.0..4.0f64), 1..max_pods),
+        prop::option::weighted(0.9, 0.0..4.0f64),
+    )
         .prop_map(|(pods, fleet)| Load { pods, fleet })
 }
 
