@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Cgroup, MIB, Node, request, rules};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vllm_scaling_core::{FakeClock, Timestamp};
+use vllm_scaling_core::{FakeClock, GetScalingMetrics, Timestamp};
 use vllm_scaling_nvml::{
     DcgmLabels, DeviceRef, Exporter, ExporterConfig, FakeGpus, FamilyFilter, GpuProcess, NvmlMetrics, ProcessSample,
     VllmTarget, render_dcgm,
@@ -18,6 +18,7 @@ use vllm_scaling_nvml::{
 use vllm_scaling_prom::emulator::{Emulator, EmulatorOptions, Load};
 use vllm_scaling_prom::exposition::{self, MetricType};
 use vllm_scaling_prom::test_util::{PrometheusServer, ScrapeTarget, require};
+use vllm_scaling_prom::{PrometheusMetrics, PrometheusOptions};
 
 /// The clock the fake node's samples are timed against.
 const NOW_SECS: u64 = 1_000;
@@ -345,38 +346,37 @@ async fn a_real_prometheus_scrapes_the_exporter() {
         "{util:?}"
     );
 
-    // The per-pod queries the Prometheus adapter runs on DCGM series (research note §3.2).
-    let by_pod = |rows: Vec<(BTreeMap<String, String>, f64)>| -> BTreeMap<String, f64> {
-        rows.into_iter().map(|(l, v)| (l.get("pod").cloned().unwrap_or_default(), v)).collect()
-    };
-    let util = by_pod(prometheus.query(r#"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{pod!=""})"#).await.unwrap());
-    let memory = by_pod(
-        prometheus
-            .query(
-                r#"100 * sum by (pod) (DCGM_FI_DEV_FB_USED{pod!=""}) / (sum by (pod) (DCGM_FI_DEV_FB_USED{pod!=""}) + sum by (pod) (DCGM_FI_DEV_FB_FREE{pod!=""}))"#,
-            )
-            .await
-            .unwrap(),
-    );
-    // The NVML adapter, reading the same node directly.
-    let (node2, gpus2) = fake_node();
-    let adapter = NvmlMetrics::new(gpus2, node2.config());
+    // The project's Prometheus adapter, unchanged, reading the GPU rules from this
+    // Prometheus, against the NVML adapter reading the same node directly.
     let rules = rules(
-        "    - {metric: gpu_utilization, threshold: 60, source: nvml, window: 30s}
-    - {metric: gpu_memory_used, threshold: 90, source: nvml}
+        "    - {metric: gpu_utilization, threshold: 60, window: 30s}
+    - {metric: gpu_memory_used, threshold: 90}
 ",
     );
-    let direct = adapter.read(&request("llm", rules, &["vllm-0", "vllm-mig"]), Timestamp::from_secs(NOW_SECS)).unwrap();
-    assert_eq!(util.get("vllm-0"), direct.pods[0].metrics.get("gpu_utilization"));
-    assert!(
-        !util.contains_key("vllm-mig") && !direct.pods[1].metrics.contains_key("gpu_utilization"),
-        "MIG: missing both ways"
-    );
-    for (i, pod) in ["vllm-0", "vllm-mig"].into_iter().enumerate() {
-        let (via_prometheus, via_nvml) = (memory[pod], direct.pods[i].metrics["gpu_memory_used"]);
-        assert!((via_prometheus - via_nvml).abs() < 1e-9, "{pod}: {via_prometheus} vs {via_nvml}");
+    let req = request("llm", rules, &["vllm-0", "vllm-mig"]);
+    let via_prometheus = PrometheusMetrics::new(PrometheusOptions::new(prometheus.url()))
+        .unwrap()
+        .get_scaling_metrics(&req, Timestamp::from_secs(NOW_SECS))
+        .await
+        .unwrap();
+    let (node2, gpus2) = fake_node();
+    let direct = NvmlMetrics::new(gpus2, node2.config()).read(&req, Timestamp::from_secs(NOW_SECS)).unwrap();
+    for i in 0..2 {
+        let (p, n) = (&via_prometheus.pods[i], &direct.pods[i]);
+        assert_eq!(p.name, n.name);
+        for key in ["gpu_utilization", "gpu_memory_used"] {
+            let (a, b) = (p.metrics.get(key), n.metrics.get(key));
+            assert!(
+                a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 1e-9) || (a.is_none() && b.is_none()),
+                "{} {key}: Prometheus {a:?}, NVML {b:?}",
+                p.name
+            );
+        }
     }
-    assert_eq!(memory["vllm-0"], 75.0);
+    assert_eq!(direct.pods[0].metrics["gpu_utilization"], 60.0);
+    assert_eq!(direct.pods[0].metrics["gpu_memory_used"], 75.0);
+    assert!(!via_prometheus.pods[1].metrics.contains_key("gpu_utilization"), "MIG: missing both ways, never 0");
+    assert_eq!(via_prometheus.pods[1].metrics["gpu_memory_used"], 75.0);
 
     let waiting = prometheus.wait_for(r#"vllm:num_requests_waiting{pod="vllm-0"}"#, limit).await.unwrap();
     assert_eq!(waiting[0].1, 7.0);
