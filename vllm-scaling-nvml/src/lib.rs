@@ -11,7 +11,9 @@
 //!   the real NVML (feature `nvml`, on by default), [`FakeGpus`] on scripted values.
 //! - [`render_dcgm`] writes a [`NodeSnapshot`] in the Prometheus text format with
 //!   DCGM's names and labels (`DCGM_FI_DEV_GPU_UTIL`, `DCGM_FI_DEV_FB_USED`, ...), for
-//!   the `vllm-autoscaler gpu-exporter` DaemonSet.
+//!   the `vllm-autoscaler gpu-exporter` DaemonSet. The exporter itself (`Exporter`: the
+//!   HTTP server, and the re-export of the node's vLLM pods' own metrics) is behind the
+//!   cargo feature `exporter`.
 //!
 //! Without `libnvidia-ml.so.1` NVML cannot start: every read returns
 //! [`DeviceError::Unavailable`] naming the library and what to install, and the
