@@ -743,7 +743,11 @@ async fn serve(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let shared = Arc::clone(&shared);
                 connections.spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);

@@ -9,7 +9,7 @@ use vllm_scaling_prom::exposition::{MetricType, parse};
 fn vllm_v0_datadog_fixture() {
     let Some(text) = common::shared_fixture("vllm/vllm-v0.5-datadog.prom") else { return };
     let e = parse(&text).unwrap_or_else(|err| panic!("{err}"));
-    assert!(e.len() > 150, "{} samples", e.len());
+    assert!(e.len() >= 100, "{} samples", e.len());
     let waiting: Vec<_> = e.samples_named("vllm:num_requests_waiting").collect();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].label("model_name"), Some("facebook/opt-125m"));
