@@ -26,6 +26,8 @@ enum Command {
     Observe(Box<cmd::observe::Args>),
     /// Serve a realistic, changing vLLM /metrics page (load settable with POST /control).
     EmulateVllm(cmd::emulate_vllm::Args),
+    /// Compare scaling policies on a trace-driven simulation of a vLLM fleet.
+    Simulate(Box<cmd::simulate::Args>),
     /// Serve this node's GPU metrics (DCGM names, from NVML) and its vLLM pods' metrics on /metrics.
     GpuExporter(Box<cmd::gpu_exporter::Args>),
     /// Print the vLLMScalingPolicy CustomResourceDefinition (YAML).
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Observe(args) => cmd::observe::run(*args),
         Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),
+        Command::Simulate(args) => cmd::simulate::run(*args),
         Command::GpuExporter(args) => cmd::gpu_exporter::run(*args),
         Command::Crd(args) => cmd::crd::run(args),
         Command::Run(args) => cmd::run::run(*args),

@@ -6,4 +6,5 @@ pub(crate) mod gpu_exporter;
 pub(crate) mod observe;
 pub(crate) mod replay;
 pub(crate) mod run;
+pub(crate) mod simulate;
 pub(crate) mod validate;

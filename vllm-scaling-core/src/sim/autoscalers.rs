@@ -32,13 +32,19 @@ pub struct EngineAutoscaler {
     name: String,
     engine: Engine,
     scrape_interval_secs: Option<f64>,
+    explanations: Vec<(f64, String)>,
 }
 
 impl EngineAutoscaler {
     /// Wraps an engine running `policy` with `config` (its sync period is the evaluation period).
     #[must_use]
     pub fn new(name: impl Into<String>, policy: ResolvedPolicy, config: EngineConfig) -> Self {
-        Self { name: name.into(), engine: Engine::with_config(policy, config), scrape_interval_secs: None }
+        Self {
+            name: name.into(),
+            engine: Engine::with_config(policy, config),
+            scrape_interval_secs: None,
+            explanations: Vec::new(),
+        }
     }
 
     /// Scrapes at this interval instead of the fleet's (builder style).
@@ -76,8 +82,13 @@ impl Autoscaler for EngineAutoscaler {
         let desired = if decision.actuate { decision.desired_replicas } else { current };
         if desired != current {
             self.engine.record_scale(now, current, desired);
+            self.explanations.push((view.now_secs(), decision.explanation));
         }
         Verdict { desired_replicas: desired, next_evaluation: decision.next_evaluation }
+    }
+
+    fn take_explanations(&mut self) -> Vec<(f64, String)> {
+        std::mem::take(&mut self.explanations)
     }
 }
 

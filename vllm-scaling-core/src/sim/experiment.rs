@@ -89,8 +89,9 @@ pub struct ExperimentConfig {
     pub oracle_interval_secs: f64,
     /// Fewest replicas for the scaling policies (and the oracle's floor).
     pub min_replicas: i32,
-    /// Most replicas for the scaling policies.
-    pub max_replicas: i32,
+    /// Most replicas for the scaling policies (`maxReplicas`). `None`: twice the
+    /// oracle's peak, the GPU quota a capacity planner would grant.
+    pub max_replicas: Option<i32>,
     /// The load, as a share of the calibrated sustainable rate, that the recommended
     /// policy and the KPA aim each replica at.
     pub target_utilization: f64,
@@ -98,6 +99,10 @@ pub struct ExperimentConfig {
     pub sync_period_secs: f64,
     /// Seed of the calibration load.
     pub seed: u64,
+    /// Adaptive policies (`vllm-scaling`, `hpa-queue`, `kpa`) replay the trace twice and
+    /// are measured on the second pass, so they enter the measured hour in the state
+    /// their own policy left them in, not in an arbitrary starting fleet.
+    pub warm_up_pass: bool,
 }
 
 impl Default for ExperimentConfig {
@@ -107,10 +112,11 @@ impl Default for ExperimentConfig {
             attainment_target: 0.99,
             oracle_interval_secs: 60.0,
             min_replicas: 1,
-            max_replicas: 1000,
-            target_utilization: 0.8,
+            max_replicas: None,
+            target_utilization: 0.85,
             sync_period_secs: 15.0,
             seed: 1,
+            warm_up_pass: true,
         }
     }
 }
@@ -125,10 +131,10 @@ impl ExperimentConfig {
         if !(self.oracle_interval_secs.is_finite() && self.oracle_interval_secs >= 1.0) {
             return cfg("oracle_interval_secs", format!("must be at least 1, got {}", self.oracle_interval_secs));
         }
-        if self.min_replicas < 1 || self.max_replicas < self.min_replicas {
+        if self.min_replicas < 1 || self.max_replicas.is_some_and(|max| max < self.min_replicas) {
             return cfg(
                 "min_replicas",
-                format!("need 1 <= min <= max, got {}..{}", self.min_replicas, self.max_replicas),
+                format!("need 1 <= minReplicas <= maxReplicas, got {} and {:?}", self.min_replicas, self.max_replicas),
             );
         }
         if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
@@ -142,7 +148,8 @@ impl ExperimentConfig {
 }
 
 /// What one replica sustains on a request mix: measured by replaying the mix with
-/// Poisson arrivals against a single replica, the way `vllm bench serve` finds the knee.
+/// Poisson arrivals against a fleet of [`CALIBRATION_REPLICAS`] behind the router, the
+/// way a `vllm bench serve` sweep finds the knee, divided by the fleet size.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Calibration {
@@ -155,6 +162,9 @@ pub struct Calibration {
     /// Mean waiting plus running requests per replica at the target load.
     pub in_flight_at_target: f64,
 }
+
+/// The fleet size the calibration measures.
+pub const CALIBRATION_REPLICAS: i32 = 8;
 
 /// Measures [`Calibration`] for the token mix of `mix` (arrival times ignored).
 ///
@@ -172,24 +182,28 @@ pub fn calibrate(
     if mix.is_empty() {
         return Err(SimError::NoRequests);
     }
+    // A small fleet rather than one replica: with heavy-tailed prompts one replica is
+    // blocked by every long prefill, while a routed fleet spreads them.
+    let replicas = CALIBRATION_REPLICAS;
     let fleet = FleetConfig {
         model: *model,
         slo_ttft_secs,
-        initial_replicas: 1,
+        initial_replicas: replicas as u32,
         cold_start_secs: 0.0,
         scrape_interval_secs: 60.0,
         sample_interval_secs: 60.0,
         ..FleetConfig::default()
     };
-    // Poisson arrivals at `rps`, token pairs drawn from the mix; the same seed for every
-    // rate (common random numbers), so attainment falls with the rate without noise.
+    // Poisson arrivals at `rps` per replica, token pairs drawn from the mix; the same seed
+    // for every rate (common random numbers), so attainment falls with the rate without noise.
     let load = |rps: f64| -> Vec<TraceRequest> {
         let mut rng = SimRng::stream(seed, 0x0063_616c);
-        let n = 3000usize;
+        let n = 1000 * replicas as usize;
+        let fleet_rps = rps * f64::from(replicas);
         let mut t = 0.0;
         (0..n)
             .map(|_| {
-                t += rng.exponential(1.0 / rps);
+                t += rng.exponential(1.0 / fleet_rps);
                 let pick = mix[rng.below(mix.len())];
                 TraceRequest { arrival_secs: t, ..pick }
             })
@@ -197,12 +211,12 @@ pub fn calibrate(
     };
     let run = |rps: f64| -> Result<(f64, f64, f64), SimError> {
         let reqs = load(rps);
-        let mut one = FixedAutoscaler::new("calibration", 1);
-        let (run, ledger) = simulate_with_ledger(&reqs, &fleet, &mut one, &mut |_| {})?;
+        let mut fixed = FixedAutoscaler::new("calibration", replicas);
+        let (run, ledger) = simulate_with_ledger(&reqs, &fleet, &mut fixed, &mut |_| {})?;
         // Skip the first tenth: the replica starts empty.
         let skip = reqs.len() / 10;
         let kept = &reqs[skip..];
-        let ok = run.ttft_secs[skip..].iter().filter(|&&t| t <= slo_ttft_secs).count() as f64 / kept.len() as f64;
+        let ok = feasible_attainment(&reqs, &run.ttft_secs, skip, &fleet);
         let span = kept[kept.len() - 1].arrival_secs - kept[0].arrival_secs;
         let (mut running, mut in_flight) = (0.0, 0.0);
         for (i, r) in kept.iter().enumerate() {
@@ -213,14 +227,15 @@ pub fn calibrate(
             }
         }
         // Little's law: mean number in the system = rate × mean time in it.
-        Ok((ok, running / span.max(1e-9), in_flight / span.max(1e-9)))
+        let per_replica = span.max(1e-9) * f64::from(replicas);
+        Ok((ok, running / per_replica, in_flight / per_replica))
     };
     let (mut lo, mut hi) = (0.01, 1.0);
     while run(hi)?.0 >= attainment_target && hi < 10_000.0 {
         lo = hi;
         hi *= 2.0;
     }
-    for _ in 0..14 {
+    for _ in 0..10 {
         let mid = 0.5 * (lo + hi);
         if run(mid)?.0 >= attainment_target {
             lo = mid;
@@ -341,8 +356,8 @@ fn smallest_meeting(
         let next = (hi.saturating_mul(2)).clamp(hi + 1, cap);
         let b = eval(next, &mut memo)?;
         hi = next;
-        // Doubling the fleet no longer helps, close to what is reachable at all.
-        if b < goal && b - a < PLATEAU && b >= ceiling - 0.02 {
+        // Doubling the fleet no longer helps, and most of what is reachable is reached.
+        if b < goal && b - a < PLATEAU && b >= 0.5 * ceiling {
             goal = b - SLACK;
             break;
         }
@@ -369,27 +384,36 @@ pub fn feasible_share(requests: &[TraceRequest], model: &ReplicaModel, slo_ttft_
     if requests.is_empty() {
         return 1.0;
     }
-    let chunk = model.max_batched_tokens;
-    let ok = requests
-        .iter()
-        .filter(|r| {
-            let full = r.input_tokens / chunk;
-            let rest = r.input_tokens % chunk;
-            let mut ms = f64::from(full) * model.step_ms(chunk, 1);
-            if rest > 0 {
-                ms += model.step_ms(rest, 1);
-            }
-            ms / 1000.0 <= slo_ttft_secs
-        })
-        .count();
-    ok as f64 / requests.len() as f64
+    requests.iter().filter(|r| model.idle_ttft_secs(r.input_tokens) <= slo_ttft_secs).count() as f64
+        / requests.len() as f64
 }
 
-fn fixed_attainment(reqs: &[TraceRequest], fleet: &FleetConfig, n: i32) -> Result<f64, SimError> {
+/// The share of the *feasible* requests among `reqs[skip..]` (those that can meet the
+/// objective at all, see [`ReplicaModel::idle_ttft_secs`]) whose time to first token met
+/// it: what the searches size fleets for, since no fleet helps the others.
+fn feasible_attainment(reqs: &[TraceRequest], ttft_secs: &[f64], skip: usize, fleet: &FleetConfig) -> f64 {
+    let slo = fleet.slo_ttft_secs;
+    let (mut ok, mut n) = (0usize, 0usize);
+    for (r, &t) in reqs.iter().zip(ttft_secs).skip(skip) {
+        if fleet.model.idle_ttft_secs(r.input_tokens) <= slo {
+            n += 1;
+            ok += usize::from(t <= slo);
+        }
+    }
+    if n == 0 { 1.0 } else { ok as f64 / n as f64 }
+}
+
+/// The attainment (over feasible requests) of a fixed fleet of `n` over `reqs[skip..]`
+/// (the first `skip` requests only warm the fleet up).
+fn fixed_attainment(reqs: &[TraceRequest], skip: usize, fleet: &FleetConfig, n: i32) -> Result<f64, SimError> {
     let fleet = FleetConfig { initial_replicas: n.max(0) as u32, ..*fleet };
     let mut fixed = FixedAutoscaler::new("probe", n);
-    Ok(simulate(reqs, &fleet, &mut fixed, &mut |_| {})?.report.slo_attainment)
+    let run = simulate(reqs, &fleet, &mut fixed, &mut |_| {})?;
+    Ok(feasible_attainment(reqs, &run.ttft_secs, skip, &fleet))
 }
+
+/// How much of the previous interval the oracle replays before each interval it sizes.
+const ORACLE_WARMUP_SECS: f64 = 30.0;
 
 /// Everything a comparison needs before the policies run: the calibration, the oracle's
 /// plan and the fixed fleet sizes.
@@ -406,6 +430,8 @@ pub struct Plan {
     pub fixed_peak: i32,
     /// The `fixed-99` search.
     pub fixed_99: FixedSearch,
+    /// `maxReplicas` of the scaling policies.
+    pub max_replicas: i32,
     /// The recommended policy, as YAML.
     pub recommended_policy: String,
 }
@@ -450,28 +476,33 @@ impl Plan {
         )?;
         progress(Stage::Calibrate, 1.0);
         let trace = Trace::from_requests(requests.to_vec()).map_err(|_| SimError::NoRequests)?;
-        let ceiling = |reqs: &[TraceRequest]| feasible_share(reqs, &fleet.model, fleet.slo_ttft_secs);
         let len = config.oracle_interval_secs;
         let intervals = (trace.duration_secs() / len).floor() as usize + 1;
         let mut replicas = Vec::with_capacity(intervals);
         let mut infeasible_intervals = 0;
         let mut guess = config.min_replicas;
+        // Each interval is searched with the requests of the moments before it replayed
+        // first (not counted), so the fleet enters the interval busy as it would.
+        let warmup = ORACLE_WARMUP_SECS.min(len);
         for m in 0..intervals {
             progress(Stage::Oracle, m as f64 / intervals as f64);
-            let window = trace.window(m as f64 * len, (m + 1) as f64 * len);
-            if window.is_empty() {
+            let start = m as f64 * len;
+            let counted = trace.window(start, start + len);
+            if counted.is_empty() {
                 replicas.push(config.min_replicas);
                 continue;
             }
-            let cap = (window.len() as i32).clamp(config.min_replicas, config.max_replicas);
-            let estimate = (window.len() as f64 / len / calibration.sustainable_rps).ceil() as i32;
+            let window = trace.window((start - warmup).max(0.0), start + len);
+            let skip = window.len() - counted.len();
+            let cap = (window.len() as i32).clamp(config.min_replicas, fleet.max_fleet as i32);
+            let estimate = (counted.len() as f64 / len / calibration.sustainable_rps).ceil() as i32;
             let found = smallest_meeting(
-                &mut |n| fixed_attainment(&window, fleet, n),
+                &mut |n| fixed_attainment(&window, skip, fleet, n),
                 config.min_replicas,
                 estimate.max(guess / 2).max(1),
                 cap,
                 config.attainment_target,
-                ceiling(&window),
+                1.0,
             )?;
             if !found.target_met {
                 infeasible_intervals += 1;
@@ -482,29 +513,33 @@ impl Plan {
         progress(Stage::Oracle, 1.0);
         let oracle = OraclePlan { interval_secs: len, replicas, infeasible_intervals };
         let fixed_peak = oracle.peak();
+        let max_replicas = config.max_replicas.unwrap_or(2 * fixed_peak).max(config.min_replicas);
         progress(Stage::Fixed99, 0.0);
         let fixed_99 = smallest_meeting(
-            &mut |n| fixed_attainment(requests, fleet, n),
+            &mut |n| fixed_attainment(requests, 0, fleet, n),
             1,
             fixed_peak,
-            config.max_replicas.max(fixed_peak),
+            (4 * fixed_peak).clamp(8, fleet.max_fleet as i32),
             config.attainment_target,
-            ceiling(requests),
+            1.0,
         )?;
         progress(Stage::Fixed99, 1.0);
-        let recommended_policy = recommended_policy_yaml(&calibration, config);
-        Ok(Self { config: *config, calibration, oracle, fixed_peak, fixed_99, recommended_policy })
+        let recommended_policy =
+            recommended_policy_yaml(&calibration, config.min_replicas, max_replicas, fleet.cold_start_secs);
+        Ok(Self { config: *config, calibration, oracle, fixed_peak, fixed_99, max_replicas, recommended_policy })
     }
 
-    /// The fleet model a policy runs on (reactive policies start with the oracle's first
-    /// interval fleet, warm; fixed fleets and the oracle start at their own size).
+    /// The fleet model a policy runs on. Adaptive policies start warm at the `fixed-99`
+    /// size (the fleet a static planner would have been running when autoscaling is
+    /// switched on; the engine, like the HPA, seeds its history with it); fixed fleets and
+    /// the oracle start at their own size.
     #[must_use]
     pub fn fleet_for(&self, kind: PolicyKind) -> FleetConfig {
         let initial = match kind {
             PolicyKind::FixedPeak => self.fixed_peak,
             PolicyKind::Fixed99 => self.fixed_99.replicas,
             PolicyKind::Oracle => self.oracle.schedule(self.config.fleet.cold_start_secs).first().map_or(1, |s| s.1),
-            _ => self.oracle.replicas.first().copied().unwrap_or(1).max(self.config.min_replicas),
+            _ => self.fixed_99.replicas.clamp(self.config.min_replicas, self.max_replicas),
         };
         FleetConfig { initial_replicas: initial.max(0) as u32, ..self.config.fleet }
     }
@@ -522,14 +557,15 @@ impl Plan {
                 Box::new(EngineAutoscaler::new(kind.name(), policy, sync).with_scrape_interval(RECOMMENDED_SCRAPE_SECS))
             }
             PolicyKind::HpaQueue => {
-                Box::new(EngineAutoscaler::new(kind.name(), parse(kind, &hpa_queue_policy_yaml(c))?, sync))
+                let policy = parse(kind, &hpa_queue_policy_yaml(c.min_replicas, self.max_replicas))?;
+                Box::new(EngineAutoscaler::new(kind.name(), policy, sync))
             }
             PolicyKind::Kpa => Box::new(KpaAutoscaler::new(
                 kind.name(),
                 KpaConfig {
                     target_concurrency: self.calibration.in_flight_at_target.max(1.0),
                     min_replicas: c.min_replicas,
-                    max_replicas: c.max_replicas,
+                    max_replicas: self.max_replicas,
                     ..KpaConfig::default()
                 },
             )),
@@ -541,7 +577,8 @@ impl Plan {
         })
     }
 
-    /// Runs one policy of the comparison.
+    /// Runs one policy of the comparison (adaptive policies on two passes of the trace,
+    /// measured on the second, when [`ExperimentConfig::warm_up_pass`] is on).
     ///
     /// # Errors
     /// As [`simulate`].
@@ -552,7 +589,24 @@ impl Plan {
         progress: &mut dyn FnMut(f64),
     ) -> Result<RunResult, SimError> {
         let mut autoscaler = self.autoscaler(kind)?;
-        simulate(requests, &self.fleet_for(kind), autoscaler.as_mut(), progress)
+        let fleet = self.fleet_for(kind);
+        let adaptive = matches!(kind, PolicyKind::VllmScaling | PolicyKind::HpaQueue | PolicyKind::Kpa);
+        if !(adaptive && self.config.warm_up_pass) {
+            return simulate(requests, &fleet, autoscaler.as_mut(), progress);
+        }
+        // The second pass starts on the first whole interval after the last arrival, so
+        // the trace's minutes line up with the oracle's.
+        let len = self.config.oracle_interval_secs;
+        let last = requests.last().map_or(0.0, |r| r.arrival_secs);
+        let shift = ((last / len).floor() + 1.0) * len;
+        let twice: Vec<TraceRequest> = requests
+            .iter()
+            .copied()
+            .chain(requests.iter().map(|r| TraceRequest { arrival_secs: r.arrival_secs + shift, ..*r }))
+            .collect();
+        let mut run = simulate(&twice, &FleetConfig { warmup_secs: shift, ..fleet }, autoscaler.as_mut(), progress)?;
+        run.ttft_secs.drain(..requests.len());
+        Ok(run)
     }
 }
 
@@ -566,49 +620,70 @@ fn parse(kind: PolicyKind, yaml: &str) -> Result<ResolvedPolicy, SimError> {
 pub const RECOMMENDED_SCRAPE_SECS: f64 = 5.0;
 
 /// The recommended policy for a calibrated replica, as a `vLLMScalingPolicy` document.
+///
+/// Demand is the router's arrival rate (`vllm:num_incoming_requests_total`) against the
+/// rate one replica serves at the target utilization: unlike completions or queue
+/// length, it keeps growing when the fleet saturates and is linear in the load, so the
+/// HPA's proportional rule sizes the fleet right in one step. The forecast of that rate
+/// one cold start ahead pre-warms replicas before a ramp arrives; the queue rule catches
+/// what the calibration got wrong; the survivors check and a slow scale-down (about a
+/// replica a minute) keep capacity through quiet minutes between bursts, so a scale-down
+/// is rarely undone at the price of a cold start.
 #[must_use]
-pub fn recommended_policy_yaml(calibration: &Calibration, config: &ExperimentConfig) -> String {
+pub fn recommended_policy_yaml(
+    calibration: &Calibration,
+    min_replicas: i32,
+    max_replicas: i32,
+    cold_start_secs: f64,
+) -> String {
     let rps = round_to(calibration.target_rps, 0.01).max(0.01);
-    let running = round_to(calibration.running_at_target, 0.1).max(1.0);
+    let horizon = (cold_start_secs.round() as i64 + 15).clamp(1, 3600);
     format!(
         "apiVersion: autoscaler.production-stack/v1alpha1
 kind: vLLMScalingPolicy
 metadata:
   name: vllm-scaling
 spec:
-  minReplicas: {min}
-  maxReplicas: {max}
+  minReplicas: {min_replicas}
+  maxReplicas: {max_replicas}
   scalingRules:
-    # Finished requests per second per replica: {util:.0} % of the {sustainable:.2} req/s one
-    # replica sustains on this mix at the TTFT objective (calibrated).
-    - metric: requests_per_second
+    # Arrivals at the router per replica: {rps} req/s is the target share of the
+    # {sustainable:.2} req/s one replica sustains on this mix at the TTFT objective.
+    - name: arrival_rate
+      metric: custom
+      query: {query}
+      targetType: AverageValue
       threshold: {rps}
-      window: 30s
-      source: pods
-    # Requests in the running batch per replica at that load.
-    - metric: running_requests
-      threshold: {running}
-      source: pods
-    # A backlog means the fleet is already short.
+    # A backlog means the calibration is off: add replicas in proportion.
     - metric: queue_length
-      threshold: 3
+      threshold: 20
       source: pods
-  tolerance: {{scaleUp: 0.05, scaleDown: 0.15}}
+  tolerance: {{scaleUp: 0.05, scaleDown: 0.1}}
+  # Pre-warm for the arrival rate forecast one cold start (+ one sync) ahead.
+  predictive:
+    rule: arrival_rate
+    horizonSeconds: {horizon}
+    historySeconds: 300
+    confidence: 0.75
+  # Remove a replica only if the rest stay 10 % under every threshold.
+  survivorsCheck:
+    headroomPercent: 10
   behavior:
     scaleUp:
       stabilizationWindowSeconds: 0
       policies:
         - {{type: Percent, value: 100, periodSeconds: 15}}
-        - {{type: Pods, value: 8, periodSeconds: 15}}
+        - {{type: Pods, value: 10, periodSeconds: 15}}
+    # Give replicas back slowly: the HPA truncates, so 1 % a minute is one replica a
+    # minute below 100 replicas. Bursts that follow quiet minutes find the fleet still
+    # there, and a cold start is not paid twice.
     scaleDown:
-      stabilizationWindowSeconds: 180
+      stabilizationWindowSeconds: 120
       policies:
-        - {{type: Percent, value: 20, periodSeconds: 60}}
+        - {{type: Percent, value: 1, periodSeconds: 60}}
 ",
-        min = config.min_replicas,
-        max = config.max_replicas,
-        util = config.target_utilization * 100.0,
         sustainable = calibration.sustainable_rps,
+        query = super::observe::ARRIVAL_RATE_QUERY,
     )
 }
 
@@ -616,22 +691,21 @@ spec:
 /// target of 5 (production-stack's default KEDA trigger, the GKE guide's HPA), read from
 /// Prometheus, with Kubernetes' default behavior (300 s scale-down stabilization).
 #[must_use]
-pub fn hpa_queue_policy_yaml(config: &ExperimentConfig) -> String {
+pub fn hpa_queue_policy_yaml(min_replicas: i32, max_replicas: i32) -> String {
     format!(
         "apiVersion: autoscaler.production-stack/v1alpha1
 kind: vLLMScalingPolicy
 metadata:
   name: hpa-queue
 spec:
-  minReplicas: {}
-  maxReplicas: {}
+  minReplicas: {min_replicas}
+  maxReplicas: {max_replicas}
   scalingRules:
     - metric: queue_length
       threshold: 5
       source: prometheus
   behavior: {{}}
-",
-        config.min_replicas, config.max_replicas
+"
     )
 }
 
@@ -682,11 +756,12 @@ mod tests {
 
     #[test]
     fn search_finds_the_smallest_and_handles_plateaus() {
-        let mut steps = |n: i32| Ok(if n >= 17 { 0.995 } else { 0.5 });
+        let mut steps = |n: i32| Ok(if n >= 17 { 0.995 } else { 0.2 });
         let r = smallest_meeting(&mut steps, 1, 4, 1000, 0.99, 1.0).unwrap();
         assert_eq!((r.replicas, r.target_met), (17, true));
-        let mut plateau = |n: i32| Ok(if n >= 12 { 0.97 } else { 0.9 });
-        let r = smallest_meeting(&mut plateau, 1, 4, 1000, 0.99, 0.975).unwrap();
+        // Attainment grows with the fleet until 12 replicas, then stays at 97 %.
+        let mut plateau = |n: i32| Ok((0.5 + 0.04 * f64::from(n)).min(0.97));
+        let r = smallest_meeting(&mut plateau, 1, 4, 1000, 0.99, 1.0).unwrap();
         assert_eq!((r.replicas, r.target_met), (12, false));
         // Far below the ceiling, a flat stretch is not a plateau.
         let mut slow = |n: i32| Ok(if n >= 40 { 0.995 } else { 0.01 });

@@ -51,6 +51,11 @@ pub struct FleetConfig {
     pub initial_replicas: u32,
     /// A hard cap on replicas, whatever a policy asks (a cluster's GPU quota).
     pub max_fleet: u32,
+    /// Arrivals before this time only warm the fleet and the policy up: they are not
+    /// measured, GPU time counts from it, and the time series and scale log start at it
+    /// (shifted to 0).
+    #[serde(default)]
+    pub warmup_secs: f64,
 }
 
 impl Default for FleetConfig {
@@ -65,6 +70,7 @@ impl Default for FleetConfig {
             sample_interval_secs: 10.0,
             initial_replicas: 1,
             max_fleet: 2000,
+            warmup_secs: 0.0,
         }
     }
 }
@@ -119,6 +125,12 @@ impl FleetConfig {
         secs("prometheus_lag_secs", self.prometheus_lag_secs, 0.0)?;
         secs("slo_ttft_secs", self.slo_ttft_secs, 0.001)?;
         secs("sample_interval_secs", self.sample_interval_secs, 0.1)?;
+        if !(self.warmup_secs.is_finite() && self.warmup_secs >= 0.0) {
+            return Err(SimError::Config {
+                field: "warmup_secs",
+                reason: format!("must be >= 0, got {}", self.warmup_secs),
+            });
+        }
         if self.max_fleet == 0 || self.max_fleet > 100_000 {
             return Err(SimError::Config {
                 field: "max_fleet",
@@ -162,6 +174,12 @@ pub trait Autoscaler {
 
     /// Decides, from what the policy can see.
     fn evaluate(&mut self, view: &FleetView<'_>) -> Verdict;
+
+    /// Why each rescale happened, `(seconds, explanation)`, handed over once at the end
+    /// of a run (empty for policies that do not explain themselves).
+    fn take_explanations(&mut self) -> Vec<(f64, String)> {
+        Vec::new()
+    }
 }
 
 /// The outcome of one simulated run.
@@ -169,12 +187,15 @@ pub trait Autoscaler {
 pub struct RunResult {
     /// The summary table row.
     pub report: PolicyReport,
-    /// Arrival rate and replicas over time.
+    /// Arrival rate and replicas over time (from the end of the warm-up).
     pub series: Vec<SeriesPoint>,
-    /// Every rescale.
+    /// Every rescale after the warm-up.
     pub scale_log: Vec<ScaleChange>,
-    /// Each request's time to first token, seconds (`INFINITY`: never served), in arrival order.
+    /// Each request's time to first token, seconds (`INFINITY`: never served), in arrival
+    /// order (warm-up requests included).
     pub ttft_secs: Vec<f64>,
+    /// The policy's explanation of each rescale, `(seconds, text)`.
+    pub explanations: Vec<(f64, String)>,
 }
 
 /// How many seconds of snapshots are kept for rate windows and KPA averages.
@@ -491,18 +512,42 @@ pub(crate) fn simulate_with_ledger(
     }
     fleet.advance_all(f64::INFINITY);
     progress(1.0);
+    // The measured span: from the end of the warm-up to the horizon.
+    let start = config.warmup_secs.min(horizon);
     let gpu_secs: f64 = fleet
         .replicas
         .iter()
-        .map(|r| (r.stopped_at.unwrap_or(f64::INFINITY).min(horizon) - r.created_at.min(horizon)).max(0.0))
+        .map(|r| {
+            let (from, to) = (r.created_at.max(start), r.stopped_at.unwrap_or(f64::INFINITY).min(horizon));
+            (to - from).max(0.0)
+        })
         .sum();
+    let first_measured = requests.partition_point(|r| r.arrival_secs < start);
+    let spec_at_start = fleet
+        .scale_log
+        .iter()
+        .take_while(|c| c.at_secs < start)
+        .last()
+        .map_or(config.initial_replicas as i32, |c| c.to);
+    let scale_log: Vec<ScaleChange> = fleet
+        .scale_log
+        .iter()
+        .filter(|c| c.at_secs >= start)
+        .map(|c| ScaleChange { at_secs: c.at_secs - start, ..*c })
+        .collect();
+    let series: Vec<SeriesPoint> = series
+        .into_iter()
+        .filter(|p| p.t_secs > start)
+        .map(|p| SeriesPoint { t_secs: p.t_secs - start, ..p })
+        .collect();
     let totals = FleetTotals {
+        model: &config.model,
         gpu_secs,
-        horizon_secs: horizon,
-        initial_replicas: config.initial_replicas as i32,
-        log: &fleet.scale_log,
+        horizon_secs: horizon - start,
+        initial_replicas: spec_at_start,
+        log: &scale_log,
     };
-    let report = summarize(autoscaler.name(), requests, &fleet.ledger, config.slo_ttft_secs, &totals);
+    let report = summarize(autoscaler.name(), requests, &fleet.ledger, first_measured, config.slo_ttft_secs, &totals);
     let ttft_secs = requests
         .iter()
         .enumerate()
@@ -511,5 +556,11 @@ pub(crate) fn simulate_with_ledger(
             if f.is_nan() { f64::INFINITY } else { f - r.arrival_secs }
         })
         .collect();
-    Ok((RunResult { report, series, scale_log: fleet.scale_log, ttft_secs }, fleet.ledger))
+    let explanations = autoscaler
+        .take_explanations()
+        .into_iter()
+        .filter(|(at, _)| *at >= start)
+        .map(|(at, why)| (at - start, why))
+        .collect();
+    Ok((RunResult { report, series, scale_log, ttft_secs, explanations }, fleet.ledger))
 }

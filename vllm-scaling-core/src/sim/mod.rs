@@ -49,13 +49,14 @@ mod trace;
 
 pub use autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
 pub use experiment::{
-    Calibration, Comparison, ExperimentConfig, FixedSearch, OraclePlan, Plan, PolicyKind, RECOMMENDED_SCRAPE_SECS,
-    Stage, UnknownPolicy, calibrate, compare, feasible_share, hpa_queue_policy_yaml, recommended_policy_yaml,
+    CALIBRATION_REPLICAS, Calibration, Comparison, ExperimentConfig, FixedSearch, OraclePlan, Plan, PolicyKind,
+    RECOMMENDED_SCRAPE_SECS, Stage, UnknownPolicy, calibrate, compare, feasible_share, hpa_queue_policy_yaml,
+    recommended_policy_yaml,
 };
 pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, simulate};
 pub use generator::GeneratorConfig;
 pub use model::{ModelError, ReplicaModel};
-pub use observe::{FleetView, PodSample, PodStatus, Snapshot, pod_name};
+pub use observe::{ARRIVAL_RATE_QUERY, FleetView, PodSample, PodStatus, Snapshot, pod_name};
 pub use report::{PolicyReport, ScaleChange, SeriesPoint, direction_changes};
 pub use rng::SimRng;
 pub use trace::{ParsedTrace, Trace, TraceError, TraceOptions, TraceRequest, TraceStats};

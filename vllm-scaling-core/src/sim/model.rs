@@ -115,6 +115,20 @@ impl ReplicaModel {
         Ok(())
     }
 
+    /// The time to first token of a prompt alone on an idle replica, seconds: its chunks
+    /// of at most `max_batched_tokens`, one step each. No fleet can do better, so a
+    /// request with a longer idle TTFT than the objective can never meet it.
+    #[must_use]
+    pub fn idle_ttft_secs(&self, input_tokens: u32) -> f64 {
+        let chunk = self.max_batched_tokens.max(1);
+        let (full, rest) = (input_tokens / chunk, input_tokens % chunk);
+        let mut ms = f64::from(full) * self.step_ms(chunk, 1);
+        if rest > 0 {
+            ms += self.step_ms(rest, 1);
+        }
+        ms / 1000.0
+    }
+
     /// How long a step with `prefill_tokens` prompt tokens and `seqs` sequences takes, ms.
     #[must_use]
     pub fn step_ms(&self, prefill_tokens: u32, seqs: usize) -> f64 {

@@ -230,12 +230,62 @@ impl<'a> FleetView<'a> {
                         }
                     }
                 }
+                Metric::Custom => match rule.query.as_deref().map(|q| arrival_rate_window(q, window)) {
+                    Some(Some(w)) => match self.arrival_rate(w, lag) {
+                        Some(rate) => {
+                            out.fleet.insert(key, rate);
+                        }
+                        None => {
+                            out.failures.insert(key, format!("fewer than two router scrapes in the last {w:.0}s"));
+                        }
+                    },
+                    _ => {
+                        out.failures.insert(
+                            key,
+                            format!("custom PromQL is not simulated, except the router's arrival rate `{ARRIVAL_RATE_QUERY}`"),
+                        );
+                    }
+                },
                 _ => {
-                    out.failures.insert(key, "custom PromQL queries are not simulated".to_owned());
+                    out.failures.insert(key, "this metric is not simulated".to_owned());
                 }
             }
         }
         out
+    }
+}
+
+/// The one `custom` query the simulator answers: the router's arrival rate
+/// (production-stack's router counts every request it receives in
+/// `vllm:num_incoming_requests_total`). Any query naming that counter inside `rate(...)`
+/// is answered with the gateway's arrivals per second over the query's `[window]` (or
+/// the rule's window).
+pub const ARRIVAL_RATE_QUERY: &str = "sum(rate(vllm:num_incoming_requests_total[30s]))";
+
+/// The window of an arrival-rate query, seconds; `None` when the query is something else.
+fn arrival_rate_window(query: &str, rule_window_secs: f64) -> Option<f64> {
+    if !(query.contains("num_incoming_requests_total") && query.contains("rate(")) {
+        return None;
+    }
+    let window = query
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(w, _)| crate::policy::parse_prom_duration(w.trim()).ok())
+        .map_or(rule_window_secs, |d| d.as_secs_f64());
+    Some(window.max(0.001))
+}
+
+impl FleetView<'_> {
+    /// Requests per second reaching the gateway over `window_secs`, from the router's
+    /// counter as scraped, seen with `lag_secs` of lag (`None` with fewer than two scrapes
+    /// in the window).
+    #[must_use]
+    pub fn arrival_rate(&self, window_secs: f64, lag_secs: f64) -> Option<f64> {
+        let latest = self.latest(lag_secs)?;
+        let from = latest.at_secs - window_secs - 1e-9;
+        let first = self.visible_snapshots(lag_secs).find(|s| s.at_secs >= from)?;
+        (latest.at_secs > first.at_secs)
+            .then(|| (latest.arrivals_total - first.arrivals_total) as f64 / (latest.at_secs - first.at_secs))
     }
 }
 

@@ -17,6 +17,11 @@ pub struct PolicyReport {
     pub slo_attainment: f64,
     /// Replica-hours of GPU time, from each scale decision to each removal.
     pub gpu_hours: f64,
+    /// Requests that can meet the objective at all: alone on an idle replica their
+    /// prefill is shorter than the objective.
+    pub feasible_requests: usize,
+    /// Share of the feasible requests that met the objective, 0..1.
+    pub slo_attainment_feasible: f64,
     /// Requests within the SLO per GPU-hour (goodput per GPU).
     pub good_requests_per_gpu_hour: f64,
     /// Number of rescales.
@@ -94,20 +99,28 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 /// The fleet-side totals of a run.
 pub(crate) struct FleetTotals<'a> {
+    pub(crate) model: &'a super::model::ReplicaModel,
     pub(crate) gpu_secs: f64,
     pub(crate) horizon_secs: f64,
     pub(crate) initial_replicas: i32,
     pub(crate) log: &'a [ScaleChange],
 }
 
+/// Summarizes the requests from index `first` on (the earlier ones only warmed the
+/// fleet up).
 pub(crate) fn summarize(
     name: &str,
     reqs: &[TraceRequest],
     ledger: &Ledger,
+    first: usize,
     slo_ttft_secs: f64,
     totals: &FleetTotals<'_>,
 ) -> PolicyReport {
-    let FleetTotals { gpu_secs, horizon_secs, initial_replicas, log } = *totals;
+    let FleetTotals { model, gpu_secs, horizon_secs, initial_replicas, log } = *totals;
+    let first = first.min(reqs.len());
+    let reqs = &reqs[first..];
+    let (first_token, admitted, finished) =
+        (&ledger.first_token[first..], &ledger.admitted[first..], &ledger.finished[first..]);
     let n = reqs.len();
     let since = |at: &[f64]| -> Vec<f64> {
         reqs.iter()
@@ -115,16 +128,23 @@ pub(crate) fn summarize(
             .map(|(r, &t)| if t.is_nan() { f64::INFINITY } else { (t - r.arrival_secs).max(0.0) })
             .collect()
     };
-    let ttft = sorted(since(&ledger.first_token));
-    let queue = sorted(since(&ledger.admitted));
-    let e2e = sorted(since(&ledger.finished));
+    let ttft = sorted(since(first_token));
+    let queue = sorted(since(admitted));
+    let e2e = sorted(since(finished));
     let itl = sorted(
         reqs.iter()
             .enumerate()
-            .filter(|(i, r)| r.output_tokens > 1 && !ledger.finished[*i].is_nan())
-            .map(|(i, r)| 1000.0 * (ledger.finished[i] - ledger.first_token[i]) / f64::from(r.output_tokens - 1))
+            .filter(|(i, r)| r.output_tokens > 1 && !finished[*i].is_nan())
+            .map(|(i, r)| 1000.0 * (finished[i] - first_token[i]) / f64::from(r.output_tokens - 1))
             .collect(),
     );
+    let (mut feasible, mut feasible_good) = (0usize, 0usize);
+    for (r, &t) in reqs.iter().zip(first_token) {
+        if model.idle_ttft_secs(r.input_tokens) <= slo_ttft_secs {
+            feasible += 1;
+            feasible_good += usize::from(!t.is_nan() && t - r.arrival_secs <= slo_ttft_secs);
+        }
+    }
     let good = ttft.partition_point(|&t| t <= slo_ttft_secs);
     let gpu_hours = gpu_secs / 3600.0;
     PolicyReport {
@@ -132,6 +152,8 @@ pub(crate) fn summarize(
         requests: n,
         slo_attainment: if n == 0 { 0.0 } else { good as f64 / n as f64 },
         gpu_hours,
+        feasible_requests: feasible,
+        slo_attainment_feasible: if feasible == 0 { 1.0 } else { feasible_good as f64 / feasible as f64 },
         good_requests_per_gpu_hour: if gpu_hours > 0.0 { good as f64 / gpu_hours } else { 0.0 },
         scale_events: log.len(),
         direction_changes: direction_changes(log),
