@@ -60,12 +60,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 t += 1;
                 let readings = rt.block_on(scraper.read(&policy.rules, &pods, Timestamp::from_secs(t)));
-                assert!(
-                    readings.iter().all(|r| r.failure.is_none()),
-                    "{:?}",
-                    readings.iter().find(|r| r.failure.is_some())
-                );
-                assert_eq!(readings[0].per_pod.len(), PODS);
+                // Every pod answered. (Quantiles may be missing: between two iterations a
+                // few milliseconds apart no request finishes, and the reading says so.)
+                assert_eq!(readings[0].per_pod.len(), PODS, "{:?}", readings[0].pod_failures);
+                assert_eq!(readings[3].per_pod.len(), PODS, "{:?}", readings[3].pod_failures);
                 black_box(readings)
             })
         });
