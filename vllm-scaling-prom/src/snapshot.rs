@@ -722,11 +722,7 @@ vllm:time_per_output_token_seconds_count{engine=\"1\",model_name=\"a\"} 2
 
     #[test]
     fn baseline_covers_the_window_but_not_the_distant_past() {
-        let at = |secs| {
-            let mut s = PodSnapshot::default();
-            s.at = Timestamp::from_secs(secs);
-            s
-        };
+        let at = |secs| PodSnapshot { at: Timestamp::from_secs(secs), ..PodSnapshot::default() };
         let (s0, s30, s50, s70, now) = (at(0), at(30), at(50), at(70), at(100));
         let w = std::time::Duration::from_secs(60);
         let pick = |earlier: &[&PodSnapshot]| baseline(earlier, &now, w).map(|s| s.at.as_millis() / 1000);
