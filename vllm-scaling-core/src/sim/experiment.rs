@@ -260,6 +260,9 @@ pub struct OraclePlan {
     /// Intervals where even many more replicas could not meet the target (requests
     /// longer than the objective allows), so the plan holds the best reachable attainment.
     pub infeasible_intervals: usize,
+    /// How many times the whole plan was replayed to repair intervals that a backlog
+    /// carried over from the interval before broke (see [`Plan::prepare`]).
+    pub repair_rounds: usize,
 }
 
 impl OraclePlan {
@@ -375,6 +378,54 @@ fn smallest_meeting(
     }
     let attainment = eval(hi, &mut memo)?;
     Ok(FixedSearch { replicas: hi, attainment, target_met: attainment >= target })
+}
+
+/// Replays the oracle's plan on the whole trace and, while some interval misses the
+/// target (a backlog carried over from the interval before, which the per-interval
+/// search cannot see), grows that interval's fleet by 10 % (at least one replica).
+fn repair_oracle(
+    requests: &[TraceRequest],
+    config: &ExperimentConfig,
+    oracle: &mut OraclePlan,
+) -> Result<(), SimError> {
+    const MAX_ROUNDS: usize = 12;
+    let fleet = &config.fleet;
+    let len = oracle.interval_secs;
+    for round in 0..MAX_ROUNDS {
+        let schedule = oracle.schedule(fleet.cold_start_secs);
+        let initial = schedule.first().map_or(1, |s| s.1);
+        let mut autoscaler = ScheduleAutoscaler::new("oracle", schedule);
+        let run = simulate(
+            requests,
+            &FleetConfig { initial_replicas: initial as u32, ..*fleet },
+            &mut autoscaler,
+            &mut |_| {},
+        )?;
+        let mut ok = vec![0usize; oracle.replicas.len()];
+        let mut n = vec![0usize; oracle.replicas.len()];
+        for (r, &t) in requests.iter().zip(&run.ttft_secs) {
+            if fleet.model.idle_ttft_secs(r.input_tokens) > fleet.slo_ttft_secs {
+                continue;
+            }
+            let m = ((r.arrival_secs / len) as usize).min(n.len() - 1);
+            n[m] += 1;
+            ok[m] += usize::from(t <= fleet.slo_ttft_secs);
+        }
+        let mut changed = false;
+        for m in 0..n.len() {
+            if n[m] > 0 && (ok[m] as f64) < config.attainment_target * n[m] as f64 - 1e-9 {
+                let grown = oracle.replicas[m] + (oracle.replicas[m] / 10).max(1);
+                oracle.replicas[m] = grown.min(fleet.max_fleet as i32);
+                changed = true;
+            }
+        }
+        oracle.repair_rounds = round;
+        if !changed {
+            return Ok(());
+        }
+        oracle.repair_rounds = round + 1;
+    }
+    Ok(())
 }
 
 /// The share of requests whose prompt alone, on an idle replica, meets the objective:
@@ -510,8 +561,9 @@ impl Plan {
             guess = found.replicas;
             replicas.push(found.replicas.max(config.min_replicas));
         }
+        let mut oracle = OraclePlan { interval_secs: len, replicas, infeasible_intervals, repair_rounds: 0 };
+        repair_oracle(requests, config, &mut oracle)?;
         progress(Stage::Oracle, 1.0);
-        let oracle = OraclePlan { interval_secs: len, replicas, infeasible_intervals };
         let fixed_peak = oracle.peak();
         let max_replicas = config.max_replicas.unwrap_or(2 * fixed_peak).max(config.min_replicas);
         progress(Stage::Fixed99, 0.0);
@@ -746,7 +798,12 @@ mod tests {
 
     #[test]
     fn schedule_starts_a_cold_start_ahead_and_keeps_the_larger() {
-        let plan = OraclePlan { interval_secs: 60.0, replicas: vec![2, 5, 3, 3, 1], infeasible_intervals: 0 };
+        let plan = OraclePlan {
+            interval_secs: 60.0,
+            replicas: vec![2, 5, 3, 3, 1],
+            infeasible_intervals: 0,
+            repair_rounds: 0,
+        };
         let s = plan.schedule(30.0);
         assert_eq!(s, vec![(0.0, 2), (30.0, 5), (120.0, 3), (240.0, 1)]);
         // A cold start longer than an interval reaches back further.
