@@ -25,7 +25,7 @@ fn promtool() -> PathBuf {
     candidates.into_iter().chain([PathBuf::from("/usr/bin/promtool")]).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!(
             "promtool is not installed: it comes with Debian's prometheus package \
-                 (`sudo apt-get install prometheus`; scripts/test.sh installs it). CI={}",
+                 (`sudo apt-get install prometheus`; .ci/test.sh installs it). CI={}",
             std::env::var("CI").unwrap_or_default()
         )
     })

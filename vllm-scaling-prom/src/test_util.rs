@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 /// How to install the binaries, for error messages.
 pub const INSTALL_HINT: &str = "install Debian's prometheus package: `sudo apt-get install prometheus` \
-    (scripts/test.sh does this), or set PROMETHEUS_BIN / PROMTOOL_BIN to the binaries";
+    (.ci/test.sh does this), or set PROMETHEUS_BIN / PROMTOOL_BIN to the binaries";
 
 /// Why the test server could not be used.
 #[derive(Debug, thiserror::Error)]
