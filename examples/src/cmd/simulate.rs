@@ -525,3 +525,92 @@ fn sweep_table(rows: &[SweepRow]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(extra: &[&str], out: &Path) -> Args {
+        let mut argv = vec!["simulate", "--quiet", "--out", out.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).args
+    }
+
+    #[test]
+    fn small_default_run_writes_the_report_and_the_plots() {
+        let out = tempfile::tempdir().expect("temp dir");
+        execute(&args(&["--gen-duration", "300", "--gen-mean-rps", "10"], out.path())).expect("runs");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).expect("report.json"))
+                .expect("valid JSON");
+        let policies = report["policies"].as_array().expect("a policies array");
+        let names: Vec<&str> = policies.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["vllm-scaling", "hpa-queue", "kpa", "fixed-peak", "fixed-99", "oracle"]);
+        for p in policies {
+            let attainment = p["slo_attainment"].as_f64().expect("slo_attainment");
+            assert!((0.0..=1.0).contains(&attainment), "{p}");
+            for field in ["gpu_hours", "ttft_p50_s", "ttft_p99_s", "queue_time_p99_s"] {
+                assert!(p[field].is_number(), "{field} missing in {p}");
+            }
+            for field in ["scale_events", "direction_changes"] {
+                assert!(p[field].is_u64(), "{field} missing in {p}");
+            }
+        }
+        for file in ["replicas.svg", "replicas.png", "summary.md", "vllm-scaling-policy.yaml", "decisions.log"] {
+            let meta = std::fs::metadata(out.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(meta.len() > 0, "{file} is empty");
+        }
+        let svg = std::fs::read_to_string(out.path().join("replicas.svg")).expect("svg");
+        assert!(svg.contains("vllm-scaling") && svg.contains("oracle"), "every policy has a panel");
+        let png = std::fs::read(out.path().join("replicas.png")).expect("png");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        // The policy it ran is a valid vLLMScalingPolicy.
+        let yaml = std::fs::read_to_string(out.path().join("vllm-scaling-policy.yaml")).expect("policy");
+        vllm_scaling_core::parse_policy(&yaml).expect("the written policy validates");
+    }
+
+    #[test]
+    fn bad_traces_name_the_line_or_are_skipped_on_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let trace = dir.path().join("bad.csv");
+        let mut text = String::from("timestamp_seconds,input_tokens,output_tokens\n");
+        for i in 0..400 {
+            text.push_str(&format!("{}.0,{},{}\n", i / 4, 200 + i, 20));
+        }
+        text.push_str("99.5,-7,10\n");
+        std::fs::write(&trace, &text).expect("write");
+        let out = dir.path().join("out");
+        let e = execute(&args(&["--trace", trace.to_str().expect("utf-8"), "--policy", "oracle"], &out)).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("line 402") && msg.contains("negative") && msg.contains("--skip-bad-rows"), "{msg}");
+        execute(&args(
+            &["--trace", trace.to_str().expect("utf-8"), "--policy", "oracle", "--skip-bad-rows", "--no-plots"],
+            &out,
+        ))
+        .expect("runs with the bad row skipped");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("JSON");
+        assert_eq!(report["source"]["skipped_rows"], 1);
+        assert_eq!(report["policies"][0]["requests"], 400);
+    }
+
+    #[test]
+    fn impossible_model_constants_are_refused() {
+        let out = tempfile::tempdir().expect("temp dir");
+        let e = execute(&args(&["--step-base-ms", "0"], out.path())).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("step_base_ms") && msg.contains("greater than 0"), "{msg}");
+        let e = execute(&args(&["--max-batched-tokens", "16"], out.path())).unwrap_err();
+        assert!(format!("{e:#}").contains("max_num_seqs"), "{e:#}");
+        let e = execute(&args(&["--rate-scale", "0"], out.path())).unwrap_err();
+        assert!(format!("{e:#}").contains("rate scale"), "{e:#}");
+    }
+}
