@@ -1,5 +1,6 @@
 //! `vllm-autoscaler emulate-vllm --listen ADDR [--model NAME] [--v0-names] [--load RPS]`
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -69,10 +70,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             ..EmulatorOptions::default()
         };
         let emulator = Emulator::start(addr, options).await.with_context(|| format!("starting replica {i}"))?;
-        println!("replica {i}: {} (control: {}/control)", emulator.metrics_url(), emulator.url());
+        // A closed stdout (the reader went away) must not stop the emulators.
+        let _ = writeln!(
+            std::io::stdout(),
+            "replica {i}: {} (control: {}/control)",
+            emulator.metrics_url(),
+            emulator.url()
+        );
         emulators.push(emulator);
     }
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "set the load with: curl -X POST {}/control -d '{{\"request_rate\": 20}}'   (Ctrl-C stops)",
         emulators[0].url()
     );
