@@ -225,7 +225,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics_source,
-            kinds: TtlCache::new(config.cache_ttl),
+            // Served kinds change with CRD installs, rarely: rediscover every few minutes.
+            kinds: TtlCache::new(config.cache_ttl.max(Duration::from_secs(300))),
             lists: TtlCache::new(config.cache_ttl),
             config,
             clock: Arc::new(SystemClock),

@@ -46,6 +46,26 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+/// A kube `Client` for a plain-HTTP API server at `url` (this one, or one running in
+/// another process), with `default` as its namespace.
+///
+/// kube's default connector leaves Nagle's algorithm on; on loopback that costs a
+/// delayed-ACK round (40 ms) per request with a body, which would dominate the timings
+/// this server is used to measure, so this client sets `TCP_NODELAY`.
+///
+/// # Errors
+/// When `url` is not a valid URI.
+pub fn client_for(url: &str) -> Result<kube::Client, hyper::http::uri::InvalidUri> {
+    let uri: hyper::Uri = url.parse()?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    let hyper_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(http);
+    Ok(kube::client::ClientBuilder::new(hyper_client, "default")
+        .with_layer(&kube::client::middleware::BaseUriLayer::new(uri))
+        .build())
+}
+
 /// How many watch events are kept for watchers that resume; older resource versions get
 /// `410 Gone`, as from a compacted etcd.
 const EVENT_BACKLOG: usize = 50_000;
@@ -374,6 +394,12 @@ impl FakeApiServer {
         self.addr
     }
 
+    /// Time since the server started, on the clock [`RecordedRequest::at`] uses.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
     /// `http://127.0.0.1:PORT`.
     #[must_use]
     pub fn url(&self) -> String {
@@ -386,17 +412,7 @@ impl FakeApiServer {
     /// Never for a running server (the URL is always valid).
     #[must_use]
     pub fn client(&self) -> kube::Client {
-        let uri: hyper::Uri = self.url().parse().expect("a loopback URL is a valid URI");
-        // kube's default connector leaves Nagle's algorithm on; on loopback that costs a
-        // delayed-ACK round (40 ms) per request with a body, which would dominate the
-        // timings this server is used to measure.
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.set_nodelay(true);
-        let hyper_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build::<_, kube::client::Body>(http);
-        kube::client::ClientBuilder::new(hyper_client, "default")
-            .with_layer(&kube::client::middleware::BaseUriLayer::new(uri))
-            .build()
+        client_for(&self.url()).expect("a loopback URL is a valid URI")
     }
 
     /// Serves another kind (a CRD such as KEDA's ScaledObject).

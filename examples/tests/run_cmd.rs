@@ -1,0 +1,113 @@
+//! `vllm-autoscaler run` as a user runs it: a kubeconfig pointing at the in-process API
+//! server, pods scraped directly from the vLLM emulator, leader election, and a clean
+//! shutdown on SIGTERM that releases the lease.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use vllm_scaling_kube::fake_api::FakeApiServer;
+use vllm_scaling_prom::emulator::{ControlUpdate, Emulator, EmulatorOptions};
+
+const MODEL: &str = "meta-llama/Llama-2-70b-hf";
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
+    let server = FakeApiServer::start().await.unwrap();
+    let emulator = Emulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        EmulatorOptions { model_name: MODEL.into(), ..EmulatorOptions::default() },
+    )
+    .await
+    .unwrap();
+    emulator.control(ControlUpdate { queue_length: Some(Some(30.0)), ..ControlUpdate::default() }).unwrap();
+    server.apply(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "llama-70b", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "llama"}},
+                 "template": {"spec": {"containers": [{"name": "vllm", "args": ["--model", MODEL]}]}}},
+        "status": {"replicas": 1}
+    }));
+    server.apply(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "llama-70b-0", "namespace": "default", "labels": {"app": "llama"},
+                     "annotations": {"prometheus.io/port": emulator.addr().port().to_string()}},
+        "spec": {"containers": [{"name": "vllm"}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+    }));
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/example-policy.yaml"))
+        .unwrap();
+    let mut seed: serde_json::Value = serde_yaml_ng::from_str(&seed).unwrap();
+    seed["metadata"]["namespace"] = json!("default");
+    server.apply(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n    namespace: default\ncurrent-context: fake\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"))
+        .args([
+            "run",
+            "--sync-period",
+            "1s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--leader-elect",
+            "--identity",
+            "replica-a",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("POD_NAMESPACE", "default")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // 30 waiting against 10 on one replica: 3 replicas, written through /scale only.
+    wait_for("the scale patch", || !server.requests_to("PATCH", "/deployments/llama-70b/scale").is_empty()).await;
+    let patch = &server.requests_to("PATCH", "/deployments/llama-70b/scale")[0];
+    assert_eq!(patch.body.as_ref().unwrap()["spec"], json!({"replicas": 3}));
+    assert!(server.requests().iter().all(|r| !(r.path.ends_with("/deployments/llama-70b") && r.method != "GET")));
+    let lease = server.get("coordination.k8s.io/v1", "Lease", "default", "vllm-autoscaler").expect("the lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+
+    // SIGTERM: the process stops on its own, releasing the lease.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(exit) = exited else {
+        let _ = child.kill();
+        panic!("vllm-autoscaler run did not stop within 5 s of SIGTERM");
+    };
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(exit.success(), "exit {exit:?}\n{logs}");
+    assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
+    let lease = server.get("coordination.k8s.io/v1", "Lease", "default", "vllm-autoscaler").unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "the lease is released: {lease}");
+}
