@@ -413,7 +413,16 @@ fn run_one(
             .map(|(a, b)| a.slo_attainment - b.slo_attainment),
         fixed_99_vs_oracle_gpu_hours: ratio(find("fixed-99"), find("oracle")),
     };
-    let simulated = requests.len() * (runs.len() + 1);
+    // Requests replayed by the policy runs (adaptive ones replay the trace twice); the
+    // plan's calibration and searches come on top.
+    let passes: usize = policies
+        .iter()
+        .map(|k| {
+            let adaptive = matches!(k, PolicyKind::VllmScaling | PolicyKind::HpaQueue | PolicyKind::Kpa);
+            if adaptive && config.warm_up_pass { 2 } else { 1 }
+        })
+        .sum();
+    let simulated = requests.len() * passes;
     let report = Report {
         source,
         cold_start_secs: config.fleet.cold_start_secs,
@@ -457,7 +466,12 @@ fn run_one(
         let title = format!("{} — cold start {} s", stem(&source.name), fmt_secs(config.fleet.cold_start_secs));
         plot::write_plots(&runs, &title, dir).context("cannot write the plots")?;
     }
-    eprintln!("{} in {elapsed:.1}s ({:.0} simulated requests/s)", dir.display(), report.simulated_requests_per_sec);
+    eprintln!(
+        "{} in {elapsed:.1}s ({} requests replayed by the policy runs, {:.0}/s including the plan)",
+        dir.display(),
+        report.simulated_requests,
+        report.simulated_requests_per_sec
+    );
     Ok(SweepRow {
         source: stem(&source.name),
         cold_start: config.fleet.cold_start_secs,
