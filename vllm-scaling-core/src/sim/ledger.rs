@@ -59,6 +59,12 @@ impl Histograms {
         row[bucket] = row[bucket].saturating_add(weight);
     }
 
+    /// One observation, for tests of what reads the histograms.
+    #[cfg(test)]
+    pub(crate) fn observe_for_test(&mut self, h: Hist, at_secs: f64, value_secs: f64) {
+        self.observe(h, at_secs, value_secs, 1);
+    }
+
     /// `histogram_quantile(q, sum(rate(h_bucket[w])))` over the seconds in
     /// `(to - window, to]`: `None` when nothing was observed (Prometheus gives NaN).
     pub(crate) fn quantile(&self, h: Hist, q: f64, to_secs: f64, window_secs: f64) -> Option<f64> {

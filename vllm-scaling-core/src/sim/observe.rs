@@ -294,3 +294,97 @@ impl FleetView<'_> {
 pub fn pod_name(replica: u32) -> String {
     format!("vllm-{replica}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_policy;
+
+    fn sample(replica: u32, queue: u32, completed: u64) -> PodSample {
+        PodSample {
+            replica,
+            queue_length: queue,
+            running: 2,
+            kv_usage_percent: 10.0,
+            gpu_utilization_percent: 50.0,
+            completed_total: completed,
+            generated_tokens_total: 10 * completed,
+        }
+    }
+
+    fn rules(yaml: &str) -> Vec<ResolvedRule> {
+        parse_policy(yaml).unwrap_or_else(|e| panic!("{e}")).1.rules
+    }
+
+    #[test]
+    fn a_policy_sees_scrapes_pods_and_the_router_as_they_would_be() {
+        // Scrapes at 5, 10, 15 and 20 s; replica 1 appears at 15 s; replica 2 is still starting.
+        let snapshots: VecDeque<Snapshot> = [(5.0, 10), (10.0, 40), (15.0, 70), (20.0, 100)]
+            .into_iter()
+            .map(|(at, arrivals)| Snapshot {
+                at_secs: at,
+                pods: if at < 15.0 {
+                    vec![sample(0, 1, at as u64)]
+                } else {
+                    vec![sample(0, 3, at as u64), sample(1, 5, 1)]
+                },
+                arrivals_total: arrivals,
+            })
+            .collect();
+        let pods = [
+            PodStatus { replica: 0, phase: PodPhase::Running, ready: true, deleting: false },
+            PodStatus { replica: 1, phase: PodPhase::Running, ready: true, deleting: false },
+            PodStatus { replica: 2, phase: PodPhase::Pending, ready: false, deleting: false },
+        ];
+        let mut hist = Histograms::default();
+        hist.observe_for_test(Hist::Ttft, 18.0, 0.3);
+        let view = FleetView {
+            now_secs: 20.0,
+            spec_replicas: 3,
+            pods: &pods,
+            snapshots: &snapshots,
+            hist: &hist,
+            lag_secs: 10.0,
+        };
+        let m = view.scaling_metrics(&rules(
+            "maxReplicas: 9\nscalingRules:\n\
+             - {metric: queue_length, threshold: 5, source: pods}\n\
+             - {metric: queue_length, name: queue_prom, threshold: 5, source: prometheus}\n\
+             - {metric: requests_per_second, threshold: 5, window: 15s, source: pods}\n\
+             - {metric: custom, name: arrivals, query: 'sum(rate(vllm:num_incoming_requests_total[10s]))', threshold: 5, targetType: AverageValue}\n\
+             - {metric: custom, name: other, query: 'sum(up)', threshold: 5}\n\
+             - {metric: ttft, threshold: 2000, source: pods}\n\
+             - {metric: itl, threshold: 50, source: pods}\n",
+        ));
+        // Direct scrapes see the newest values; the starting pod has none (missing).
+        assert_eq!(m.pods[0].metrics["queue_length"], 3.0);
+        assert_eq!(m.pods[1].metrics["queue_length"], 5.0);
+        assert!(m.pods[2].metrics.is_empty());
+        assert_eq!(m.pods[2].phase, PodPhase::Pending);
+        // Prometheus answers 10 s late: the scrape at 10 s, before replica 1 existed.
+        assert_eq!(m.pods[0].metrics["queue_prom"], 1.0);
+        assert!(!m.pods[1].metrics.contains_key("queue_prom"));
+        // Counter rates over the window: (20 - 5) / (20 - 5) for replica 0; replica 1 has
+        // two samples 5 s apart with no completions.
+        assert!((m.pods[0].metrics["requests_per_second"] - 1.0).abs() < 1e-9);
+        assert_eq!(m.pods[1].metrics["requests_per_second"], 0.0);
+        // The router's arrival rate over the query's 10 s window, from Prometheus, so 10 s
+        // late: the scrapes at 5 and 10 s, (40 - 10) / 5.
+        assert!((m.fleet["arrivals"] - 6.0).abs() < 1e-9, "{:?}", m.fleet);
+        let now = FleetView { lag_secs: 0.0, ..view };
+        assert!((now.arrival_rate(10.0, 0.0).unwrap() - 6.0).abs() < 1e-9, "(100 - 40) / 10");
+        assert!(m.failures["other"].contains("not simulated"));
+        // A quantile from vLLM's buckets; no observation in the window is a failure.
+        assert!(m.fleet["ttft"] > 250.0 && m.fleet["ttft"] <= 500.0, "{:?}", m.fleet);
+        assert!(m.failures["itl"].contains("no request observed"), "{:?}", m.failures);
+    }
+
+    #[test]
+    fn arrival_rate_queries_are_recognized_by_the_counter_name() {
+        assert_eq!(arrival_rate_window("sum(rate(vllm:num_incoming_requests_total[1m]))", 30.0), Some(60.0));
+        assert_eq!(arrival_rate_window("rate(vllm:num_incoming_requests_total{model=\"x\"}[30s])", 5.0), Some(30.0));
+        assert_eq!(arrival_rate_window("sum(rate(vllm:num_incoming_requests_total))", 15.0), Some(15.0));
+        assert_eq!(arrival_rate_window("vllm:num_incoming_requests_total", 15.0), None);
+        assert_eq!(arrival_rate_window("sum(rate(vllm:request_success_total[1m]))", 15.0), None);
+    }
+}
