@@ -11,8 +11,8 @@
 //! the Prometheus adapter reading a real Prometheus that scrapes the emulators, with
 //! `--source prometheus`), and the in-process API server whose request log timestamps the
 //! patch. Each trial pins every emulator's queue at 2 (below the threshold of 10), waits
-//! for the controller to see it, waits a random 0-1 s (so the step lands anywhere in the
-//! evaluation period), pins the queue at 30, and measures until the scale patch arrives.
+//! for the controller to see it, waits a random time within the evaluation period (and the
+//! scrape interval, with Prometheus) so the step lands at any phase, pins the queue at 30, and measures until the scale patch arrives.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -155,7 +155,10 @@ async fn main() {
         rng_state ^= rng_state << 13;
         rng_state ^= rng_state >> 7;
         rng_state ^= rng_state << 17;
-        tokio::time::sleep(Duration::from_millis(rng_state % 1000)).await;
+        // A random phase against the evaluation period (and Prometheus' scrape interval).
+        let spread = if source == "prometheus" { o.sync_period.max(o.scrape_interval) } else { o.sync_period };
+        let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(1000).max(1);
+        tokio::time::sleep(Duration::from_millis(rng_state % spread_ms)).await;
         let before = server.requests_to("PATCH", "/deployments/llama/scale").len();
         // The load step.
         for e in &emulators {

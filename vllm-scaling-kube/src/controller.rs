@@ -190,7 +190,6 @@ struct PolicyRuntime {
     generation: Option<i64>,
     next_evaluation: Option<Timestamp>,
     retry_now: bool,
-    status: PolicyStatus,
     last_direction: Option<Direction>,
     missing_since: BTreeMap<String, Timestamp>,
     rule_labels: Vec<(String, String)>,
@@ -545,7 +544,6 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
         // First sight (or a restarted controller): pick up what the status remembers.
         ctx.telemetry.touch_policy(&namespace, &name);
         rt.uid.clone_from(&policy.metadata.uid);
-        rt.status = policy.status.clone().unwrap_or_default();
     }
     // Our own status writes come back through the watch: they do not move the schedule.
     if !rt.retry_now
@@ -574,7 +572,9 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
         rt.retry_now = true;
     }
     ctx.telemetry.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    Ok(to_requeue(now, next))
+    // The requeue counts from now, after the evaluation's own wall time, so the next
+    // evaluation starts one period after this one started.
+    Ok(to_requeue(ctx.clock.now(), next))
 }
 
 /// When to look again.
@@ -594,7 +594,9 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     now: Timestamp,
 ) -> Next {
     let labels = PolicyLabels { namespace: namespace.to_owned(), policy: name.to_owned() };
-    let mut status = rt.status.clone();
+    // The stored status (our last write, echoed by the watch) is the starting point; the
+    // controller keeps no second copy per policy.
+    let mut status = policy.status.clone().unwrap_or_default();
     status.observed_generation = policy.metadata.generation;
     status.last_evaluation_time = Some(to_time(now));
 
@@ -622,7 +624,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             );
             ctx.count_error(policy, ErrorKind::InvalidPolicy);
             ctx.publish(policy, EventType::Warning, "InvalidSpec", "Validate", message).await;
-            write_status(ctx, policy, rt, status).await;
+            write_status(ctx, policy, status).await;
             return Next::Period;
         }
     };
@@ -660,7 +662,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         Ok(found) => found,
         Err(blocked) => {
             block(ctx, policy, &mut status, &blocked, now).await;
-            write_status(ctx, policy, rt, status).await;
+            write_status(ctx, policy, status).await;
             return Next::Period;
         }
     };
@@ -670,7 +672,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     // 3. Refuse to fight.
     if let Some(blocked) = other_autoscaler(ctx, namespace, &target).await {
         block(ctx, policy, &mut status, &blocked, now).await;
-        write_status(ctx, policy, rt, status).await;
+        write_status(ctx, policy, status).await;
         return Next::Period;
     }
 
@@ -685,7 +687,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 format!("{} {namespace}/{} does not exist", target.kind, target.name),
             );
             block(ctx, policy, &mut status, &blocked, now).await;
-            write_status(ctx, policy, rt, status).await;
+            write_status(ctx, policy, status).await;
             return Next::Period;
         }
         Err(e) => {
@@ -695,7 +697,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             set_condition(&mut status.conditions, "AbleToScale", false, "FailedGetScale", message.clone(), now);
             ctx.count_error(policy, ErrorKind::GetScale);
             ctx.publish(policy, EventType::Warning, "FailedGetScale", "GetScale", message).await;
-            write_status(ctx, policy, rt, status).await;
+            write_status(ctx, policy, status).await;
             return Next::Period;
         }
     };
@@ -712,7 +714,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             format!("the scale subresource of {} {} reports no pod selector", target.kind, target.name),
         );
         block(ctx, policy, &mut status, &blocked, now).await;
-        write_status(ctx, policy, rt, status).await;
+        write_status(ctx, policy, status).await;
         return Next::Period;
     }
     set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
@@ -950,7 +952,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     }
 
     status.history = rt.engine.as_ref().map(|e| e.state().clone());
-    write_status(ctx, policy, rt, status).await;
+    write_status(ctx, policy, status).await;
     next
 }
 
@@ -1126,7 +1128,6 @@ async fn block<M: GetScalingMetrics + 'static>(
 async fn write_status<M: GetScalingMetrics + 'static>(
     ctx: &Context<M>,
     policy: &VllmScalingPolicyResource,
-    rt: &mut PolicyRuntime,
     status: PolicyStatus,
 ) {
     let namespace = policy.namespace().unwrap_or_default();
@@ -1141,8 +1142,6 @@ async fn write_status<M: GetScalingMetrics + 'static>(
             tracing::warn!(namespace, policy = name, error = %e, "writing the policy status failed");
         }
     }
-    // The in-memory copy is the truth for the next evaluation either way.
-    rt.status = status;
 }
 
 /// Resolves the policy's target to an object with a scale subresource.

@@ -321,25 +321,18 @@ impl ControllerMetrics {
             .inc();
     }
 
-    /// Creates a policy's counters at 0, so `increase()` in the alerts sees the first
-    /// event (a counter that appears at 1 has no increase to Prometheus).
+    /// Creates the counters the scale-failure and flapping alerts watch at 0, so `increase()` sees the
+    /// first failure (a counter that appears at 1 has no increase to Prometheus). The
+    /// other alerts fire on repeated events, which a counter created on first use still
+    /// shows; creating every series of every policy up front would cost memory at 10,000
+    /// policies.
     pub fn touch_policy(&self, namespace: &str, policy: &str) {
-        let p = PolicyLabels { namespace: namespace.to_owned(), policy: policy.to_owned() };
-        let _ = self.direction_changes.get_or_create(&p);
-        for direction in [Direction::Up, Direction::Down, Direction::Hold] {
-            let d = DirectionLabels { namespace: p.namespace.clone(), policy: p.policy.clone(), direction };
-            let _ = self.decisions.get_or_create(&d);
-            if direction != Direction::Hold {
-                let _ = self.scale_events.get_or_create(&d);
-            }
-        }
-        for kind in ErrorKind::ALL {
-            let _ = self.errors.get_or_create(&ErrorLabels {
-                namespace: p.namespace.clone(),
-                policy: p.policy.clone(),
-                kind,
-            });
-        }
+        let labels =
+            ErrorLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), kind: ErrorKind::UpdateScale };
+        let _ = self.errors.get_or_create(&labels);
+        // And the flapping alert's counter, so the series exists before the first reversal.
+        let _ =
+            self.direction_changes.get_or_create(&PolicyLabels { namespace: labels.namespace, policy: labels.policy });
     }
 
     /// Drops every per-policy series of a deleted policy (its rule series given by `rules`).
