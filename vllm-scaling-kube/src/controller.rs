@@ -457,33 +457,6 @@ fn set_condition(
     conditions.sort_by_key(|c| order(&c.type_));
 }
 
-/// The status as a JSON merge patch that also clears fields the new status leaves out.
-fn status_patch(status: &PolicyStatus) -> Value {
-    let mut value = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    if let Value::Object(map) = &mut value {
-        for key in [
-            "observedGeneration",
-            "target",
-            "reference",
-            "selector",
-            "currentReplicas",
-            "desiredReplicas",
-            "lastScaleTime",
-            "lastEvaluationTime",
-            "winningRule",
-            "limitedBy",
-            "explanation",
-            "rules",
-            "conditions",
-            "history",
-            "pendingRescale",
-        ] {
-            map.entry(key.to_owned()).or_insert(Value::Null);
-        }
-    }
-    json!({ "status": value })
-}
-
 /// The default API version of well-known scalable kinds, for a `scaleTargetRef` that
 /// names none.
 fn default_api_version(kind: &str) -> Option<&'static str> {
@@ -1133,7 +1106,7 @@ async fn write_status<M: GetScalingMetrics + 'static>(
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let api: Api<VllmScalingPolicyResource> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = status_patch(&status);
+    let patch = status.merge_patch();
     match ctx.timed("writing the status", api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))).await
     {
         Ok(_) => {}

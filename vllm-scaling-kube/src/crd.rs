@@ -174,6 +174,76 @@ pub struct PendingRescale {
     pub decided_at_ms: u64,
 }
 
+/// A status as a JSON merge patch of the whole object: `{"status": {...}}` with every
+/// field present, `null` where the status has none (an empty list included), so a merge
+/// patch also clears what the new status leaves out. Serialized straight from the status,
+/// without an intermediate JSON value (it is written on every evaluation).
+#[derive(Clone, Copy, Debug)]
+pub struct StatusMergePatch<'a>(&'a PolicyStatus);
+
+struct AllFields<'a>(&'a PolicyStatus);
+
+impl PolicyStatus {
+    /// This status as a merge patch of the policy (see [`StatusMergePatch`]).
+    #[must_use]
+    pub fn merge_patch(&self) -> StatusMergePatch<'_> {
+        StatusMergePatch(self)
+    }
+}
+
+impl Serialize for StatusMergePatch<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("status", &AllFields(self.0))?;
+        map.end()
+    }
+}
+
+impl Serialize for AllFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        fn non_empty<T>(v: &[T]) -> Option<&[T]> {
+            (!v.is_empty()).then_some(v)
+        }
+        // Destructured so that a new field is a compile error here until it is written.
+        let PolicyStatus {
+            observed_generation,
+            target,
+            reference,
+            selector,
+            current_replicas,
+            desired_replicas,
+            last_scale_time,
+            last_evaluation_time,
+            winning_rule,
+            limited_by,
+            explanation,
+            rules,
+            conditions,
+            history,
+            pending_rescale,
+        } = self.0;
+        let mut map = serializer.serialize_map(Some(15))?;
+        map.serialize_entry("observedGeneration", observed_generation)?;
+        map.serialize_entry("target", target)?;
+        map.serialize_entry("reference", reference)?;
+        map.serialize_entry("selector", selector)?;
+        map.serialize_entry("currentReplicas", current_replicas)?;
+        map.serialize_entry("desiredReplicas", desired_replicas)?;
+        map.serialize_entry("lastScaleTime", last_scale_time)?;
+        map.serialize_entry("lastEvaluationTime", last_evaluation_time)?;
+        map.serialize_entry("winningRule", winning_rule)?;
+        map.serialize_entry("limitedBy", limited_by)?;
+        map.serialize_entry("explanation", explanation)?;
+        map.serialize_entry("rules", &non_empty(rules))?;
+        map.serialize_entry("conditions", &non_empty(conditions))?;
+        map.serialize_entry("history", history)?;
+        map.serialize_entry("pendingRescale", pending_rescale)?;
+        map.end()
+    }
+}
+
 fn engine_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     fn events(what: &str) -> Value {
         json!({
@@ -319,4 +389,53 @@ fn tighten(root: &mut Value) -> Vec<String> {
         missing.push("/properties/tolerance".to_owned());
     }
     missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merge_patch_names_every_field_and_nulls_the_absent_ones() {
+        let full = PolicyStatus {
+            observed_generation: Some(3),
+            target: Some(ResolvedTarget { api_version: "apps/v1".into(), kind: "Deployment".into(), name: "d".into() }),
+            reference: Some("Deployment/d".into()),
+            selector: Some("app=d".into()),
+            current_replicas: Some(2),
+            desired_replicas: Some(3),
+            last_scale_time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            last_evaluation_time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            winning_rule: Some("queue_length".into()),
+            limited_by: Some("none".into()),
+            explanation: Some("scale up".into()),
+            rules: vec![RuleStatusEntry {
+                name: "queue_length".into(),
+                metric: "queue_length".into(),
+                observed: Some(15.0),
+                threshold: 10.0,
+                target_type: "AverageValue".into(),
+                proposal: Some(3),
+                status: "ok".into(),
+                reason: None,
+            }],
+            conditions: vec![PolicyCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "TargetResolved".into(),
+                message: "ok".into(),
+                last_transition_time: None,
+            }],
+            history: Some(EngineState::default()),
+            pending_rescale: Some(PendingRescale { from: 2, to: 3, decided_at_ms: 5 }),
+        };
+        // Every field of a full status, with the same values as its own serialization.
+        let patch = serde_json::to_value(full.merge_patch()).unwrap();
+        assert_eq!(patch["status"], serde_json::to_value(&full).unwrap());
+        // An empty status clears every one of them.
+        let empty = serde_json::to_value(PolicyStatus::default().merge_patch()).unwrap();
+        let keys: Vec<&String> = empty["status"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), patch["status"].as_object().unwrap().len());
+        assert!(empty["status"].as_object().unwrap().values().all(Value::is_null));
+    }
 }

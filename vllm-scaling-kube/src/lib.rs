@@ -69,8 +69,8 @@ pub use controller::{
     CONTROLLER_NAME, Context, ControllerConfig, SystemClock, engine_state, error_policy, reconcile, run,
 };
 pub use crd::{
-    GROUP, PLURAL, PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, VERSION,
-    VllmScalingPolicyResource, VllmScalingPolicySpec, crd, crd_yaml,
+    GROUP, PLURAL, PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, StatusMergePatch,
+    VERSION, VllmScalingPolicyResource, VllmScalingPolicySpec, crd, crd_yaml,
 };
 pub use discovery::{
     DEFAULT_VLLM_PORT, Match, PATH_ANNOTATION, POLICY_ANNOTATION, PORT_ANNOTATION, SCHEME_ANNOTATION,
