@@ -563,7 +563,7 @@ fn summarize_rule(out: &mut String, r: &RuleOutcome) {
         RuleStatus::Missing => out.push_str(" missing"),
         RuleStatus::Invalid => out.push_str(" invalid"),
     }
-    if let (Some(reason), false) = (&r.reason, r.status == RuleStatus::Ok) {
+    if let Some(reason) = &r.reason {
         out.push_str(" (");
         out.push_str(reason);
         out.push(')');
@@ -766,6 +766,18 @@ fn proposal_for(
 ) -> Result<Proposal, RuleError> {
     if let Some(reason) = m.failures.get(&rule.key) {
         return Err(RuleError::missing(reason.clone()));
+    }
+    if m.idle.contains(&rule.key) {
+        // No traffic in the window and none in flight: the signal (a latency quantile)
+        // is undefined, and there is no pressure on it. It reads as zero: no replicas
+        // wanted, so the other rules (or minReplicas) decide.
+        return Ok(Proposal {
+            replicas: 0,
+            observed_milli: 0,
+            ratio: 0.0,
+            within: false,
+            note: Some("idle: nothing served in the window and no request in flight".to_owned()),
+        });
     }
     let key = rule.key.as_str();
     let pods_have_value = m.pods.iter().any(|p| p.metrics.contains_key(key));

@@ -1,6 +1,6 @@
 //! What the engine is fed: the target's scale and the metrics gathered for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +107,16 @@ pub struct ScalingMetrics {
     /// arrived.
     #[serde(default)]
     pub failures: BTreeMap<String, String>,
+    /// Rules whose signal has no value because the fleet is idle: nothing was served in
+    /// the rule's window and no request is waiting or running. A latency quantile of an
+    /// idle fleet is undefined (PromQL's `histogram_quantile` gives NaN) but says that
+    /// there is no latency pressure, so the engine reads such a rule as observing zero
+    /// (it proposes no replicas and lets the other rules, or `minReplicas`, decide),
+    /// where a rule without data for any other reason is `missing` and holds the fleet.
+    /// Backends must only report a rule idle when they saw the fleet's in-flight
+    /// requests at zero; a failure for the same key wins.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub idle: BTreeSet<String>,
 }
 
 impl ScalingMetrics {
@@ -117,7 +127,7 @@ impl ScalingMetrics {
     }
 
     /// Merges another backend's results into this one: pods are matched by name, and a
-    /// value or failure from `other` replaces this one's for the same key.
+    /// fleet value, failure or idle mark from `other` replaces this one's for the same key.
     pub fn merge(&mut self, other: Self) {
         for pod in other.pods {
             match self.pods.iter_mut().find(|p| p.name == pod.name) {
@@ -125,8 +135,16 @@ impl ScalingMetrics {
                 None => self.pods.push(pod),
             }
         }
+        for key in other.failures.keys().chain(other.fleet.keys()) {
+            self.idle.remove(key);
+        }
         self.fleet.extend(other.fleet);
+        for key in &other.idle {
+            self.failures.remove(key);
+            self.fleet.remove(key);
+        }
         self.failures.extend(other.failures);
+        self.idle.extend(other.idle);
     }
 }
 
@@ -147,5 +165,10 @@ mod tests {
         assert_eq!(a.pods.len(), 2);
         assert_eq!(a.pods[0].metrics.len(), 2);
         assert_eq!(a.failures["latency"], "down");
+        // An idle reading replaces a failure for the same key, and a failure an idle one.
+        a.merge(ScalingMetrics { idle: ["latency".to_owned()].into(), ..Default::default() });
+        assert!(a.idle.contains("latency") && !a.failures.contains_key("latency"));
+        a.merge(ScalingMetrics { failures: [("latency".to_owned(), "down".to_owned())].into(), ..Default::default() });
+        assert!(!a.idle.contains("latency") && a.failures.contains_key("latency"));
     }
 }

@@ -76,6 +76,10 @@ pub struct ScenarioStep {
     /// Rules whose backend failed, by rule key, with the reason.
     #[serde(default)]
     pub failures: BTreeMap<String, String>,
+    /// Rules whose signal is idle (nothing served in the window, nothing in flight): see
+    /// [`ScalingMetrics::idle`].
+    #[serde(default)]
+    pub idle: Vec<String>,
     /// What the decision should be; `replay` reports any mismatch.
     #[serde(default)]
     pub expect: Option<StepExpectation>,
@@ -319,9 +323,19 @@ impl Scenario {
             let unknown = |k: &str| {
                 format!("`{k}` is neither a rule of the policy ({}) nor a catalog metric", rule_keys.join(", "))
             };
-            for k in s.metrics.keys().chain(s.failures.keys()) {
+            for k in s.metrics.keys() {
                 if !known(k) {
                     return Err(step_err(i, format!(".metrics.{k}"), unknown(k)));
+                }
+            }
+            for k in s.failures.keys() {
+                if !known(k) {
+                    return Err(step_err(i, format!(".failures.{k}"), unknown(k)));
+                }
+            }
+            for (j, k) in s.idle.iter().enumerate() {
+                if !known(k) {
+                    return Err(step_err(i, format!(".idle[{j}]"), unknown(k)));
                 }
             }
             let mut names = std::collections::BTreeSet::new();
@@ -397,7 +411,12 @@ impl ScenarioStep {
                 .collect(),
             None => (0..current_replicas.max(0)).map(|j| PodMetrics::running(format!("pod-{j}"))).collect(),
         };
-        ScalingMetrics { pods, fleet: self.metrics.clone(), failures: self.failures.clone() }
+        ScalingMetrics {
+            pods,
+            fleet: self.metrics.clone(),
+            failures: self.failures.clone(),
+            idle: self.idle.iter().cloned().collect(),
+        }
     }
 }
 
