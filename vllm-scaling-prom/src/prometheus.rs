@@ -14,7 +14,7 @@ use vllm_scaling_core::{
 
 use crate::Error;
 use crate::http::{HttpOptions, build_client};
-use crate::promql::{QueryScope, RuleQueries, rule_queries};
+use crate::promql::{QueryScope, RuleQueries, in_flight_query, rule_queries};
 use crate::reading::{RuleReading, to_scaling_metrics};
 
 /// Settings of the Prometheus adapter.
@@ -146,6 +146,18 @@ impl PrometheusMetrics {
             None => None,
         };
         fill(&mut r, &queries, value, ages.as_ref(), self.options.max_age);
+        if r.failure.as_deref() == Some(NO_REQUESTS_FINISHED) {
+            // Idle only if nothing is waiting or running either: a stalled fleet with a
+            // queue stays missing (and holds).
+            match self.query(&in_flight_query(scope)).await.map(|d| series(&d)) {
+                Ok(v) if v.len() == 1 && v[0].1 == 0.0 => {
+                    r.failure = None;
+                    r.idle = true;
+                }
+                Ok(v) => tracing::debug!(rule = %rule.key, in_flight = ?v, "quantile undefined, fleet not idle"),
+                Err(why) => tracing::debug!(rule = %rule.key, %why, "in-flight query failed"),
+            }
+        }
         r
     }
 
@@ -157,6 +169,9 @@ impl PrometheusMetrics {
         }
     }
 }
+
+/// Why a latency quantile has no value when its histogram did not grow.
+const NO_REQUESTS_FINISHED: &str = "no requests finished in the window (histogram_quantile is NaN)";
 
 /// Per-series values of a result: `(pod label, value)`; a scalar is one series without a pod.
 fn series(data: &Data) -> Vec<(Option<String>, f64)> {
@@ -238,7 +253,7 @@ fn fill(r: &mut RuleReading, q: &RuleQueries, value: Data, ages: Option<&Data>, 
     }
     if v.is_nan() && !custom {
         // histogram_quantile over buckets that did not grow: no request finished in the window.
-        r.failure = Some("no requests finished in the window (histogram_quantile is NaN)".to_owned());
+        r.failure = Some(NO_REQUESTS_FINISHED.to_owned());
         return;
     }
     r.fleet = Some(v);

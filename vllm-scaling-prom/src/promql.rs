@@ -152,6 +152,16 @@ fn per_pod_or(agg: &str, names: &[&str], sel: &str, wrap: &dyn Fn(String) -> Str
     names.iter().map(|n| format!("{agg} by (pod) ({})", wrap(format!("{n}{sel}")))).collect::<Vec<_>>().join(" or ")
 }
 
+/// The requests in flight over the scope's vLLM pods (waiting plus running), one value;
+/// an empty result when either series is absent. A latency quantile with no requests
+/// finished in its window is idle only if this is zero.
+#[must_use]
+pub fn in_flight_query(scope: &QueryScope) -> String {
+    let sel = scope.vllm_selector();
+    let sum = |m: Metric| m.info().sources.iter().map(|n| format!("sum({n}{sel})")).collect::<Vec<_>>().join(" or ");
+    format!("({}) + ({})", sum(Metric::QueueLength), sum(Metric::RunningRequests))
+}
+
 /// The queries for a rule.
 ///
 /// # Errors
@@ -241,6 +251,14 @@ mod tests {
         assert_eq!(regex_escape("a.b*c"), r"a\.b\*c");
         assert_eq!(duration(Duration::from_secs(60)), "60s");
         assert_eq!(duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn in_flight_sums_waiting_and_running_in_scope() {
+        assert_eq!(
+            in_flight_query(&scope()),
+            r#"(sum(vllm:num_requests_waiting{namespace="llm",pod=~"vllm-0|vllm\\.1",model_name="meta/x \"y\""})) + (sum(vllm:num_requests_running{namespace="llm",pod=~"vllm-0|vllm\\.1",model_name="meta/x \"y\""}))"#
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct RuleReading {
     pub age_secs: Option<f64>,
     /// Why the rule has no usable value (the engine then treats it as missing).
     pub failure: Option<String>,
+    /// The rule's signal is undefined because the fleet is idle: a latency quantile over a
+    /// window in which no request finished, with no request waiting or running now. The
+    /// engine reads it as zero ([`vllm_scaling_core::ScalingMetrics::idle`]).
+    pub idle: bool,
     /// Pods without a value, and why.
     pub pod_failures: BTreeMap<String, String>,
     /// What was read: the PromQL query, or the series of the pods' pages.
@@ -44,6 +48,7 @@ impl RuleReading {
             fleet: None,
             age_secs: None,
             failure: None,
+            idle: false,
             pod_failures: BTreeMap::new(),
             detail: None,
         }
@@ -84,6 +89,10 @@ pub fn to_scaling_metrics(readings: &[RuleReading], pods: &[PodInfo]) -> Scaling
     for r in readings {
         if let Some(why) = &r.failure {
             out.failures.insert(r.key.clone(), why.clone());
+            continue;
+        }
+        if r.idle {
+            out.idle.insert(r.key.clone());
             continue;
         }
         if let Some(v) = r.fleet {

@@ -450,6 +450,20 @@ pub fn fleet_quantile<'h>(q: f64, deltas: impl IntoIterator<Item = &'h Histogram
         .ok_or_else(|| format!("{} has too few buckets for a quantile", total.series))
 }
 
+/// Whether histogram deltas with a `+Inf` bucket saw no observation at all.
+fn nothing_observed(deltas: &[Histogram]) -> bool {
+    let total = sum_histograms(deltas);
+    total.buckets.last().is_some_and(|b| b.0 == f64::INFINITY) && total.total() <= 0.0
+}
+
+/// Whether every pod's current scrape shows no request waiting and none running.
+fn nothing_in_flight(pods: &[PodObservation<'_>]) -> bool {
+    pods.iter().all(|p| {
+        p.current
+            .is_ok_and(|s| [Metric::QueueLength, Metric::RunningRequests].into_iter().all(|m| s.instant(m) == Ok(0.0)))
+    })
+}
+
 /// One pod as the direct-scrape computation sees it.
 #[derive(Clone, Debug)]
 pub struct PodObservation<'a> {
@@ -564,6 +578,11 @@ pub fn rule_reading(rule: &ResolvedRule, pods: &[PodObservation<'_>]) -> RuleRea
         }
         match fleet_quantile(rule.quantile, &deltas) {
             Ok(ms) => r.fleet = Some(ms),
+            // Nothing finished in the window: idle when every pod was read and none holds
+            // a request (a stalled fleet with a queue is not idle, and stays missing).
+            Err(_) if r.pod_failures.is_empty() && nothing_observed(&deltas) && nothing_in_flight(pods) => {
+                r.idle = true;
+            }
             Err(why) => r.failure = Some(why),
         }
         r.age_secs = Some(span_secs);

@@ -168,3 +168,28 @@ async fn v0_pages_fall_back_to_old_names() {
     assert!((25.0..=50.0).contains(&itl), "30 ms lies in the (25, 50] ms bucket: {itl}");
     assert_eq!(r[1].detail.as_deref(), Some("vllm:time_per_output_token_seconds"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pod_makes_a_latency_rule_idle_and_a_stalled_one_does_not() {
+    // Neither emulator finishes requests; the stalled one holds 2 running.
+    let idle = emulator(EmulatorOptions::default()).await;
+    let stalled =
+        emulator(EmulatorOptions { load: Load { running: Some(2.0), ..Load::default() }, ..Default::default() }).await;
+    let rules = common::rules("    - {metric: ttft, threshold: 2000, window: 1s}\n");
+    let read_twice = |pods: Vec<vllm_scaling_core::PodInfo>| {
+        let rules = rules.clone();
+        async move {
+            let s = scraper(Duration::from_secs(1));
+            let _ = s.read(&rules, &pods, common::now()).await;
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            s.read(&rules, &pods, common::now()).await.remove(0)
+        }
+    };
+
+    let r = read_twice(vec![common::pod("idle", &idle.metrics_url())]).await;
+    assert!(r.idle && r.failure.is_none() && r.fleet.is_none(), "{r:?}");
+    let r = read_twice(vec![common::pod("idle", &idle.metrics_url()), common::pod("stalled", &stalled.metrics_url())])
+        .await;
+    assert!(!r.idle, "a pod with requests running is not idle: {r:?}");
+    assert!(r.failure.as_deref().is_some_and(|f| f.contains("no requests finished")), "{r:?}");
+}

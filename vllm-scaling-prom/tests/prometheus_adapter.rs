@@ -124,8 +124,8 @@ async fn v0_names_idle_histograms_and_a_vanished_pod() {
     let target = TargetId::new("llm", "test");
     let r = prom.read(&rules, &target, &[]).await;
     assert_eq!(r[0].per_pod["vllm-old"], 70.0, "old KV name, in percent: {:?}", r[0]);
-    // No requests at all: the quantile is undefined, and says so.
-    assert!(r[1].failure.as_deref().unwrap().contains("no requests finished"), "{:?}", r[1]);
+    // No requests at all and none in flight: the quantile is undefined, the fleet idle.
+    assert!(r[1].idle && r[1].failure.is_none() && r[1].fleet.is_none(), "{:?}", r[1]);
     assert!(r[1].detail.as_deref().unwrap().contains("vllm:time_per_output_token_seconds_bucket"));
     // V0 has no queue-time histogram at all.
     assert!(r[2].failure.as_deref().unwrap().contains("no series"), "{:?}", r[2]);
@@ -142,6 +142,49 @@ async fn v0_names_idle_histograms_and_a_vanished_pod() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(last.as_deref().is_some_and(|w| w.contains("no series")), "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_fleet_scales_down_and_a_stalled_one_holds() {
+    // Neither emulator finishes requests; the stalled one has 3 waiting.
+    let idle = emulator(EmulatorOptions::default()).await;
+    let stalled =
+        emulator(EmulatorOptions { load: Load { queue_length: Some(3.0), ..Load::default() }, ..Default::default() })
+            .await;
+    let Some(prometheus) =
+        require(PrometheusServer::start(&[target(&idle, "vllm-idle"), target(&stalled, "vllm-stalled")], SCRAPE).await)
+    else {
+        return;
+    };
+    prometheus
+        .wait_for("count(count_over_time(vllm:num_requests_waiting[3s]) >= 6) == 2", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let policy = common::policy(
+        "    - {metric: running_requests, threshold: 10}\n    - {metric: ttft, threshold: 2000, window: 3s}\n  behavior: {scaleDown: {stabilizationWindowSeconds: 0}}\n",
+    );
+    let prom = adapter(&prometheus);
+    let read = |pod: &'static str, url: String| {
+        let request = MetricsRequest {
+            target: TargetId::new("llm", "test"),
+            scale_target_ref: None,
+            rules: policy.rules.clone(),
+            pods: vec![common::pod(pod, &url)],
+        };
+        let prom = prom.clone();
+        async move { prom.get_scaling_metrics(&request, common::now()).await.unwrap() }
+    };
+
+    let m = read("vllm-idle", idle.metrics_url()).await;
+    assert!(m.idle.contains("ttft") && m.failures.is_empty(), "{m:?}");
+    let down = Engine::new(policy.clone()).evaluate(common::now(), CurrentScale::new(4), &m);
+    assert_eq!(down.desired_replicas, 1, "an idle fleet goes to minReplicas: {}", down.explanation);
+
+    let m = read("vllm-stalled", stalled.metrics_url()).await;
+    assert!(!m.idle.contains("ttft"), "{m:?}");
+    assert!(m.failures["ttft"].contains("no requests finished"), "{:?}", m.failures);
+    let held = Engine::new(policy.clone()).evaluate(common::now(), CurrentScale::new(4), &m);
+    assert_eq!(held.desired_replicas, 4, "a stalled fleet is not idle: {}", held.explanation);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

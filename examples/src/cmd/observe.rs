@@ -232,6 +232,9 @@ fn render(name: &str, policy: &ResolvedPolicy, readings: &[RuleReading], decisio
         if let Some(why) = &r.failure {
             let _ = writeln!(out, "  MISSING: {why}");
         }
+        if r.idle {
+            let _ = writeln!(out, "  IDLE: no request finished in the window and none in flight (reads as 0)");
+        }
         if let Some(v) = r.fleet {
             let _ = writeln!(out, "  fleet: {} {unit}", fmt_value(v));
         }
