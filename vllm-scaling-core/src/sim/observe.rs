@@ -222,6 +222,14 @@ impl<'a> FleetView<'a> {
                         Some(v) => {
                             out.fleet.insert(key, v);
                         }
+                        // Nothing finished in the window: idle when the newest scrape shows
+                        // nothing waiting or running (what the real adapters check too).
+                        None if self
+                            .latest(lag)
+                            .is_some_and(|l| l.pods.iter().all(|s| s.queue_length == 0 && s.running == 0)) =>
+                        {
+                            out.idle.insert(key);
+                        }
                         None => {
                             out.failures.insert(
                                 key,
@@ -377,6 +385,18 @@ mod tests {
         // A quantile from vLLM's buckets; no observation in the window is a failure.
         assert!(m.fleet["ttft"] > 250.0 && m.fleet["ttft"] <= 500.0, "{:?}", m.fleet);
         assert!(m.failures["itl"].contains("no request observed"), "{:?}", m.failures);
+
+        // The same quantile over an idle fleet (nothing waiting or running) is idle, not
+        // missing, so it does not hold the fleet.
+        let quiet: VecDeque<Snapshot> = [Snapshot {
+            at_secs: 20.0,
+            pods: vec![PodSample { queue_length: 0, running: 0, ..sample(0, 0, 20) }],
+            arrivals_total: 100,
+        }]
+        .into();
+        let idle = FleetView { snapshots: &quiet, lag_secs: 0.0, ..view };
+        let m = idle.scaling_metrics(&rules("maxReplicas: 9\nscalingRules: [{metric: itl, threshold: 50}]\n"));
+        assert!(m.idle.contains("itl") && m.failures.is_empty(), "{m:?}");
     }
 
     #[test]
