@@ -51,6 +51,7 @@ pub fn engine_fixture(rules: usize, pods: usize) -> (Engine, CurrentScale, Scali
             .collect(),
         fleet: RULES[..rules].iter().filter(|(_, _, p)| !p).map(|(m, t, _)| ((*m).to_owned(), t * 1.05)).collect(),
         failures: Default::default(),
+        idle: Default::default(),
     };
     // Fill the history: 20 evaluations 15 s apart, with a rescale now and then.
     let scale = CurrentScale::new(current);
