@@ -291,7 +291,8 @@ impl Engine {
         };
 
         let rules: Vec<RuleOutcome> = computed.into_iter().map(|c| c.outcome).collect();
-        let mut explanation = String::new();
+        // Sized for the usual explanation, so it is built without reallocating.
+        let mut explanation = String::with_capacity(128 + 112 * rules.len());
         let verb = match desired.cmp(&current) {
             std::cmp::Ordering::Greater => "scale up",
             std::cmp::Ordering::Less => "scale down",
@@ -576,10 +577,28 @@ fn summarize_rule(out: &mut String, r: &RuleOutcome) {
 fn push_int(out: &mut String, v: Option<i32>) {
     match v {
         Some(v) => {
-            let _ = write!(out, "{v}");
+            if v < 0 {
+                out.push('-');
+            }
+            push_u64(out, u64::from(v.unsigned_abs()));
         }
         None => out.push('-'),
     }
+}
+
+/// Writes an unsigned integer in decimal, without the formatting machinery.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// Writes a value rounded to 3 decimals without trailing zeros (`12.5`, `0.947`, `3`)
@@ -590,12 +609,14 @@ fn push_decimal(out: &mut String, v: Option<f64>) {
         out.push('-');
         return;
     };
-    let milli = (v * 1000.0).round() as i64;
+    // Round half away from zero by truncation: `round` is a library call.
+    let scaled = v * 1000.0;
+    let milli = (scaled + if scaled < 0.0 { -0.5 } else { 0.5 }) as i64;
     if milli < 0 {
         out.push('-');
     }
     let milli = milli.unsigned_abs();
-    let _ = write!(out, "{}", milli / 1000);
+    push_u64(out, milli / 1000);
     let mut frac = milli % 1000;
     if frac != 0 {
         out.push('.');
@@ -741,17 +762,40 @@ impl RuleError {
     }
 }
 
+#[inline]
 fn checked_milli(value: f64, what: &dyn Fn() -> String) -> Result<i64, RuleError> {
-    if value.is_nan() {
-        return Err(RuleError::invalid(format!("{} is NaN", what())));
+    // The common case inline; the error (and its message) out of line.
+    match to_milli(value) {
+        Some(milli) if value >= 0.0 => Ok(milli),
+        _ => Err(milli_error(value, what)),
     }
-    if value.is_infinite() {
-        return Err(RuleError::invalid(format!("{} is infinite", what())));
+}
+
+#[cold]
+#[inline(never)]
+fn milli_error(value: f64, what: &dyn Fn() -> String) -> RuleError {
+    let why = if value.is_nan() {
+        "is NaN".to_owned()
+    } else if value.is_infinite() {
+        "is infinite".to_owned()
+    } else if value < 0.0 {
+        format!("is negative ({value})")
+    } else {
+        format!("is too large ({value})")
+    };
+    RuleError::invalid(format!("{} {why}", what()))
+}
+
+/// A pod's value for a rule key. Pods carry a handful of values, and a linear scan for an
+/// equal key (which compares lengths before bytes) beats the map's ordered search there
+/// (this runs once per pod and rule, the engine's hot loop).
+#[inline]
+fn pod_value(pod: &PodMetrics, key: &str) -> Option<f64> {
+    if pod.metrics.len() <= 8 {
+        pod.metrics.iter().find_map(|(k, v)| (k.as_str() == key).then_some(*v))
+    } else {
+        pod.metrics.get(key).copied()
     }
-    if value < 0.0 {
-        return Err(RuleError::invalid(format!("{} is negative ({value})", what())));
-    }
-    to_milli(value).ok_or_else(|| RuleError::invalid(format!("{} is too large ({value})", what())))
 }
 
 fn is_ignored(pod: &PodMetrics) -> bool {
@@ -780,18 +824,20 @@ fn proposal_for(
         });
     }
     let key = rule.key.as_str();
-    let pods_have_value = m.pods.iter().any(|p| p.metrics.contains_key(key));
     let fleet = m.fleet.get(key).copied();
+    // Given both, a per-pod metric uses the pods' values and a fleet-level one (latency
+    // quantiles, custom queries) its fleet value; the pods are only scanned when needed.
+    let pods_have_value = || m.pods.iter().any(|p| pod_value(p, key).is_some());
     let per_pod = rule.metric.info().per_pod;
     match fleet {
-        Some(v) if !pods_have_value => {
+        Some(v) if !per_pod || !pods_have_value() => {
             let total = checked_milli(v, &|| format!("the fleet value of `{key}`"))?;
             match rule.target_type {
                 TargetType::Value => external_value(rule, policy, scale.replicas, total, &m.pods),
                 TargetType::AverageValue => external_average(rule, policy, scale.status_replicas(), total),
             }
         }
-        _ if pods_have_value || per_pod => match rule.target_type {
+        _ if per_pod || pods_have_value() => match rule.target_type {
             TargetType::AverageValue => pods_metric(rule, policy, scale.replicas, &m.pods),
             TargetType::Value => {
                 // A per-pod metric against a fleet target: the fleet total, like an HPA
@@ -799,7 +845,7 @@ fn proposal_for(
                 let mut total: i64 = 0;
                 let mut any = false;
                 for pod in m.pods.iter().filter(|p| !is_ignored(p)) {
-                    if let Some(&v) = pod.metrics.get(key) {
+                    if let Some(v) = pod_value(pod, key) {
                         total = total.saturating_add(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
                         any = true;
                     }
@@ -827,7 +873,9 @@ fn pods_metric(
     if pods.is_empty() {
         return Err(RuleError::missing("the target has no pods"));
     }
-    let mut samples: Vec<i64> = Vec::with_capacity(pods.len());
+    // The samples are only ever averaged, so a sum and a count stand in for the list
+    // (values are never negative, so saturating each addition or the total is the same).
+    let mut total: i64 = 0;
     let (mut ready, mut unready, mut missing) = (0usize, 0usize, 0usize);
     for pod in pods {
         if is_ignored(pod) {
@@ -838,20 +886,20 @@ fn pods_metric(
             unready += 1;
             continue;
         }
-        match pod.metrics.get(key) {
+        match pod_value(pod, key) {
             None => missing += 1,
-            Some(&v) => {
-                samples.push(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
+            Some(v) => {
+                total = total.saturating_add(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
                 ready += 1;
             }
         }
     }
-    if samples.is_empty() {
+    if ready == 0 {
         return Err(RuleError::missing(format!(
             "no ready pod reported `{key}` ({missing} missing, {unready} not ready)"
         )));
     }
-    let (ratio, usage) = usage_ratio(&samples, target);
+    let (ratio, usage) = usage_ratio(total, ready, target);
     let scale_up_with_unready = unready > 0 && ratio > 1.0;
     if !scale_up_with_unready && missing == 0 {
         let within_band = within(policy, ratio);
@@ -867,29 +915,30 @@ fn pods_metric(
     } else {
         None
     };
+    let (mut total, mut count) = (total, ready);
     if let Some(fill) = fill {
-        samples.extend(std::iter::repeat_n(fill, missing));
+        total = total.saturating_add(fill.saturating_mul(i64::try_from(missing).unwrap_or(i64::MAX)));
+        count += missing;
     }
     if scale_up_with_unready {
-        samples.extend(std::iter::repeat_n(0, unready));
+        count += unready;
     }
-    let (new_ratio, _) = usage_ratio(&samples, target);
+    let (new_ratio, _) = usage_ratio(total, count, target);
     let note =
         Some(format!("{ready} reporting, {missing} missing, {unready} not ready; recomputed ratio {new_ratio:.3}"));
     let flipped = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
     if within(policy, new_ratio) || flipped {
         return Ok(Proposal { replicas: current, observed_milli: usage, ratio, within: !flipped, note });
     }
-    let n = sat_i32((new_ratio * samples.len() as f64).ceil());
+    let n = sat_i32((new_ratio * count as f64).ceil());
     let replicas = if (new_ratio < 1.0 && n > current) || (new_ratio > 1.0 && n < current) { current } else { n };
     Ok(Proposal { replicas, observed_milli: usage, ratio, within: false, note })
 }
 
-/// metrics/utilization.go GetMetricUsageRatio: the integer milli-average over samples,
-/// then its ratio to the target.
-fn usage_ratio(samples: &[i64], target: i64) -> (f64, i64) {
-    let total = samples.iter().fold(0i64, |a, &v| a.saturating_add(v));
-    let average = total / samples.len() as i64;
+/// metrics/utilization.go GetMetricUsageRatio: the integer milli-average over `count`
+/// samples summing to `total`, then its ratio to the target.
+fn usage_ratio(total: i64, count: usize, target: i64) -> (f64, i64) {
+    let average = total / i64::try_from(count).unwrap_or(i64::MAX).max(1);
     (average as f64 / target as f64, average)
 }
 
