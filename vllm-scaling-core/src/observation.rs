@@ -100,6 +100,8 @@ pub struct ScalingMetrics {
     pub pods: Vec<PodMetrics>,
     /// Fleet-level values by rule key (latency quantiles, custom queries). For a per-pod
     /// metric a fleet value is a total over the fleet, treated like an HPA External metric.
+    /// Given both for one key, a per-pod metric uses the pods' values and a fleet-level
+    /// metric (latency quantiles, custom queries) the fleet value.
     #[serde(default)]
     pub fleet: BTreeMap<String, f64>,
     /// Rules the backend could not serve, by rule key, with the reason (unreachable,
