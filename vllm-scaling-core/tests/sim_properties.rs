@@ -14,8 +14,8 @@
 
 use proptest::prelude::*;
 use vllm_scaling_core::sim::{
-    Calibration, EngineAutoscaler, FleetConfig, RunResult, ScaleChange, SimRng, TraceRequest, direction_changes,
-    recommended_policy_yaml, simulate,
+    Burstiness, Calibration, EngineAutoscaler, FleetConfig, RunResult, ScaleChange, SimRng, TraceRequest,
+    direction_changes, recommended_policy_yaml, simulate,
 };
 use vllm_scaling_core::{EngineConfig, ResolvedPolicy, parse_policy};
 
@@ -63,7 +63,7 @@ fn recommended(min: i32, max: i32) -> ResolvedPolicy {
         running_at_target: 10.0,
         in_flight_at_target: 10.0,
     };
-    let yaml = recommended_policy_yaml(&calibration, min, max, COLD_START_SECS);
+    let yaml = recommended_policy_yaml(&calibration, &Burstiness::smooth(SYNC_SECS), min, max, COLD_START_SECS);
     parse_policy(&yaml).unwrap_or_else(|e| panic!("the recommended policy must validate: {e}\n{yaml}")).1
 }
 
@@ -128,6 +128,7 @@ proptest! {
         // The same policy with scale-to-zero goes to zero once idle.
         let yaml = recommended_policy_yaml(
             &Calibration { sustainable_rps: TARGET_RPS / 0.85, target_rps: TARGET_RPS, running_at_target: 10.0, in_flight_at_target: 10.0 },
+            &Burstiness::smooth(SYNC_SECS),
             0,
             20,
             COLD_START_SECS,

@@ -185,6 +185,7 @@ struct Report<'a> {
     cold_start_secs: f64,
     config: &'a ExperimentConfig,
     calibration: &'a vllm_scaling_core::sim::Calibration,
+    burstiness: &'a vllm_scaling_core::sim::Burstiness,
     oracle: &'a vllm_scaling_core::sim::OraclePlan,
     fixed_peak: i32,
     fixed_99: &'a vllm_scaling_core::sim::FixedSearch,
@@ -357,8 +358,12 @@ fn run_one(
     })
     .context("cannot prepare the comparison")?;
     plan_bar.finish_with_message(format!(
-        "capacity {:.2} req/s per replica; oracle peak {}; fixed-99 {}",
-        plan.calibration.sustainable_rps, plan.fixed_peak, plan.fixed_99.replicas
+        "capacity {:.2} req/s per replica; bursts grow {:.2}x over {:.0} s; oracle peak {}; fixed-99 {}",
+        plan.calibration.sustainable_rps,
+        plan.burstiness.growth,
+        plan.burstiness.hold_secs,
+        plan.fixed_peak,
+        plan.fixed_99.replicas
     ));
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let results: Mutex<Vec<(usize, Result<RunResult, String>)>> = Mutex::new(Vec::new());
@@ -428,6 +433,7 @@ fn run_one(
         cold_start_secs: config.fleet.cold_start_secs,
         config,
         calibration: &plan.calibration,
+        burstiness: &plan.burstiness,
         oracle: &plan.oracle,
         fixed_peak: plan.fixed_peak,
         fixed_99: &plan.fixed_99,

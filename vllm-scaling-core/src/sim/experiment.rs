@@ -13,6 +13,7 @@ use crate::engine::EngineConfig;
 use crate::policy::{ResolvedPolicy, parse_policy};
 
 use super::autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
+use super::burst::{self, Burstiness};
 use super::fleet::{Autoscaler, FleetConfig, RunResult, SimError, simulate, simulate_with_ledger};
 use super::model::ReplicaModel;
 use super::rng::SimRng;
@@ -483,6 +484,8 @@ pub struct Plan {
     pub fixed_99: FixedSearch,
     /// `maxReplicas` of the scaling policies.
     pub max_replicas: i32,
+    /// How bursty the arrivals are (what decides the recommended policy's burst headroom).
+    pub burstiness: Burstiness,
     /// The recommended policy, as YAML.
     pub recommended_policy: String,
 }
@@ -576,9 +579,29 @@ impl Plan {
             1.0,
         )?;
         progress(Stage::Fixed99, 1.0);
-        let recommended_policy =
-            recommended_policy_yaml(&calibration, config.min_replicas, max_replicas, fleet.cold_start_secs);
-        Ok(Self { config: *config, calibration, oracle, fixed_peak, fixed_99, max_replicas, recommended_policy })
+        // The planner's view of the traffic's bursts: the trace as one period of traffic
+        // that repeats (the warm-up pass replays it the same way), half the miss budget
+        // left to bursts that outgrow the kept fleet.
+        let period = warm_up_shift(requests, len);
+        let burstiness =
+            burst::analyze(requests, period, config.sync_period_secs, 0.5 * (1.0 - config.attainment_target))?;
+        let recommended_policy = recommended_policy_yaml(
+            &calibration,
+            &burstiness,
+            config.min_replicas,
+            max_replicas,
+            fleet.cold_start_secs,
+        );
+        Ok(Self {
+            config: *config,
+            calibration,
+            oracle,
+            fixed_peak,
+            fixed_99,
+            max_replicas,
+            burstiness,
+            recommended_policy,
+        })
     }
 
     /// The fleet model a policy runs on. Adaptive policies start warm at the `fixed-99`
@@ -648,9 +671,7 @@ impl Plan {
         }
         // The second pass starts on the first whole interval after the last arrival, so
         // the trace's minutes line up with the oracle's.
-        let len = self.config.oracle_interval_secs;
-        let last = requests.last().map_or(0.0, |r| r.arrival_secs);
-        let shift = ((last / len).floor() + 1.0) * len;
+        let shift = warm_up_shift(requests, self.config.oracle_interval_secs);
         let twice: Vec<TraceRequest> = requests
             .iter()
             .copied()
@@ -662,6 +683,13 @@ impl Plan {
     }
 }
 
+/// Where the warm-up pass's second copy of the trace starts: the first whole interval
+/// after the last arrival, so the trace's minutes line up with the oracle's.
+fn warm_up_shift(requests: &[TraceRequest], interval_secs: f64) -> f64 {
+    let last = requests.last().map_or(0.0, |r| r.arrival_secs);
+    ((last / interval_secs).floor() + 1.0) * interval_secs
+}
+
 fn parse(kind: PolicyKind, yaml: &str) -> Result<ResolvedPolicy, SimError> {
     parse_policy(yaml)
         .map(|(_, p)| p)
@@ -670,6 +698,10 @@ fn parse(kind: PolicyKind, yaml: &str) -> Result<ResolvedPolicy, SimError> {
 
 /// The recommended policy scrapes pods directly every 5 s.
 pub const RECOMMENDED_SCRAPE_SECS: f64 = 5.0;
+
+/// How much of the fleet the recommended policy gives back per minute once the hold of
+/// bursty traffic has passed, percent.
+pub const BURSTY_GIVE_BACK_PERCENT: i32 = 50;
 
 /// The recommended policy for a calibrated replica, as a `vLLMScalingPolicy` document.
 ///
@@ -681,15 +713,68 @@ pub const RECOMMENDED_SCRAPE_SECS: f64 = 5.0;
 /// what the calibration got wrong; the survivors check and a slow scale-down (about a
 /// replica a minute) keep capacity through quiet minutes between bursts, so a scale-down
 /// is rarely undone at the price of a cold start.
+///
+/// For bursty traffic ([`Burstiness::is_bursty`]: bursts that outgrow the largest recent
+/// one by more than the target utilization leaves), a second arrival-rate rule counts
+/// each sync period's arrivals and asks for the burst grown by [`Burstiness::growth`],
+/// and the scale-down stabilization window keeps the largest such ask for
+/// [`Burstiness::hold_secs`] (the HPA's own max-over-the-window), after which
+/// [`BURSTY_GIVE_BACK_PERCENT`] of the fleet goes back per minute.
 #[must_use]
 pub fn recommended_policy_yaml(
     calibration: &Calibration,
+    burstiness: &Burstiness,
     min_replicas: i32,
     max_replicas: i32,
     cold_start_secs: f64,
 ) -> String {
     let rps = round_to(calibration.target_rps, 0.01).max(0.01);
     let horizon = (cold_start_secs.round() as i64 + 15).clamp(1, 3600);
+    let utilization =
+        if calibration.sustainable_rps > 0.0 { calibration.target_rps / calibration.sustainable_rps } else { 1.0 };
+    let bursty = burstiness.is_bursty(utilization) && burstiness.growth.is_finite();
+    let burst_rule = if bursty {
+        let window = (burstiness.window_secs.round() as i64).max(1);
+        let threshold = round_to(calibration.target_rps / burstiness.growth, 0.01).max(0.01);
+        format!(
+            "    # Bursty arrivals: the arrivals of each sync period, sized for a burst
+    # {growth:.2}x the largest of the last {hold} s (what at most half the miss
+    # budget of this traffic's history outgrew).
+    - name: arrival_burst
+      metric: custom
+      query: sum(rate(vllm:num_incoming_requests_total[{window}s]))
+      targetType: AverageValue
+      threshold: {threshold}
+",
+            growth = burstiness.growth,
+            hold = burstiness.hold_secs.round() as i64,
+        )
+    } else {
+        String::new()
+    };
+    let scale_down = if bursty {
+        format!(
+            "    # Keep the largest recent ask for the hold that makes the kept fleet cheapest
+    # on this traffic's history, then give back {pct} % a minute.
+    scaleDown:
+      stabilizationWindowSeconds: {hold}
+      policies:
+        - {{type: Percent, value: {pct}, periodSeconds: 60}}
+",
+            hold = burstiness.hold_secs.round() as i64,
+            pct = BURSTY_GIVE_BACK_PERCENT,
+        )
+    } else {
+        "    # Give replicas back slowly: the HPA truncates, so 1 % a minute is one replica a
+    # minute below 100 replicas. Bursts that follow quiet minutes find the fleet still
+    # there, and a cold start is not paid twice.
+    scaleDown:
+      stabilizationWindowSeconds: 120
+      policies:
+        - {type: Percent, value: 1, periodSeconds: 60}
+"
+        .to_owned()
+    };
     format!(
         "apiVersion: autoscaler.production-stack/v1alpha1
 kind: vLLMScalingPolicy
@@ -706,7 +791,7 @@ spec:
       query: {query}
       targetType: AverageValue
       threshold: {rps}
-    # A backlog means the calibration is off: add replicas in proportion.
+{burst_rule}    # A backlog means the calibration is off: add replicas in proportion.
     - metric: queue_length
       threshold: 20
       source: pods
@@ -726,14 +811,7 @@ spec:
       policies:
         - {{type: Percent, value: 100, periodSeconds: 15}}
         - {{type: Pods, value: 10, periodSeconds: 15}}
-    # Give replicas back slowly: the HPA truncates, so 1 % a minute is one replica a
-    # minute below 100 replicas. Bursts that follow quiet minutes find the fleet still
-    # there, and a cold start is not paid twice.
-    scaleDown:
-      stabilizationWindowSeconds: 120
-      policies:
-        - {{type: Percent, value: 1, periodSeconds: 60}}
-",
+{scale_down}",
         sustainable = calibration.sustainable_rps,
         query = super::observe::ARRIVAL_RATE_QUERY,
     )
@@ -824,6 +902,44 @@ mod tests {
         let mut slow = |n: i32| Ok(if n >= 40 { 0.995 } else { 0.01 });
         let r = smallest_meeting(&mut slow, 1, 4, 1000, 0.99, 1.0).unwrap();
         assert_eq!((r.replicas, r.target_met), (40, true));
+    }
+
+    fn calibration() -> Calibration {
+        Calibration { sustainable_rps: 10.0, target_rps: 8.5, running_at_target: 8.0, in_flight_at_target: 9.0 }
+    }
+
+    fn down_window_secs(p: &ResolvedPolicy) -> u64 {
+        p.behavior.as_ref().map(|b| b.scale_down.stabilization_window.as_secs()).unwrap_or_default()
+    }
+
+    #[test]
+    fn smooth_traffic_gets_no_burst_rule_and_the_short_window() {
+        // Growth up to 1 / utilization (here 1.18) is absorbed by the target's headroom.
+        for growth in [1.0, 1.15, f64::INFINITY] {
+            let b = Burstiness { window_secs: 15.0, hold_secs: 600.0, growth, held_rps: 50.0 };
+            let yaml = recommended_policy_yaml(&calibration(), &b, 1, 40, 60.0);
+            let (_, p) = parse_policy(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            assert!(p.rules.iter().all(|r| r.key != "arrival_burst"), "growth {growth}: {yaml}");
+            assert_eq!(down_window_secs(&p), 120, "growth {growth}");
+        }
+    }
+
+    #[test]
+    fn bursty_traffic_gets_headroom_and_the_measured_hold() {
+        let b = Burstiness { window_secs: 15.0, hold_secs: 420.0, growth: 1.7, held_rps: 50.0 };
+        let yaml = recommended_policy_yaml(&calibration(), &b, 1, 40, 60.0);
+        let (_, p) = parse_policy(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let burst = p.rules.iter().find(|r| r.key == "arrival_burst").expect("a burst rule");
+        // The target share of a replica, shrunk by the growth: 8.5 / 1.7.
+        assert!((burst.threshold - 5.0).abs() < 1e-9, "{}", burst.threshold);
+        assert_eq!(burst.query.as_deref(), Some("sum(rate(vllm:num_incoming_requests_total[15s]))"));
+        assert_eq!(down_window_secs(&p), 420);
+        let down = &p.behavior.as_ref().expect("behavior").scale_down.policies;
+        assert_eq!(down.len(), 1);
+        assert_eq!((down[0].value, down[0].period_seconds), (BURSTY_GIVE_BACK_PERCENT, 60));
+        // The plain arrival-rate rule and the queue rule stay.
+        assert!(p.rules.iter().any(|r| r.key == "arrival_rate" && (r.threshold - 8.5).abs() < 1e-9));
+        assert!(p.rules.iter().any(|r| r.metric == crate::Metric::QueueLength));
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //!   and [`ScheduleAutoscaler`] are the baselines.
 //! - [`Plan`] and [`compare`]: the comparison of `vllm-autoscaler simulate` (the
 //!   recommended policy, `hpa-queue`, `kpa`, `fixed-peak`, `fixed-99`, `oracle`).
+//! - [`analyze_burstiness`]: how fast a trace's bursts outgrow the ones before them,
+//!   which decides whether the recommended policy keeps burst headroom.
 //! - [`GeneratorConfig`]: the built-in load (daily shape, Gamma arrivals, bursts).
 //!
 //! ```
@@ -36,6 +38,7 @@
 //! ```
 
 mod autoscalers;
+mod burst;
 mod experiment;
 mod fleet;
 mod generator;
@@ -48,10 +51,11 @@ mod rng;
 mod trace;
 
 pub use autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
+pub use burst::{Burstiness, HOLD_STEP_SECS, MAX_HOLD_SECS, MIN_HOLD_SECS, analyze as analyze_burstiness};
 pub use experiment::{
-    CALIBRATION_REPLICAS, Calibration, Comparison, ExperimentConfig, FixedSearch, OraclePlan, Plan, PolicyKind,
-    RECOMMENDED_SCRAPE_SECS, Stage, UnknownPolicy, calibrate, compare, feasible_share, hpa_queue_policy_yaml,
-    recommended_policy_yaml,
+    BURSTY_GIVE_BACK_PERCENT, CALIBRATION_REPLICAS, Calibration, Comparison, ExperimentConfig, FixedSearch, OraclePlan,
+    Plan, PolicyKind, RECOMMENDED_SCRAPE_SECS, Stage, UnknownPolicy, calibrate, compare, feasible_share,
+    hpa_queue_policy_yaml, recommended_policy_yaml,
 };
 pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, simulate};
 pub use generator::GeneratorConfig;
