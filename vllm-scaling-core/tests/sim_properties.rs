@@ -10,7 +10,9 @@
 //!   a cold start and a sync period of that;
 //! - any load: replicas never leave `[minReplicas, maxReplicas]`, and no scale-down
 //!   follows a scale-up within one scale-down stabilization window (so at most one
-//!   up→down change of direction per window).
+//!   up→down change of direction per window);
+//! - bursts after quiet stretches, with the variant for bursty traffic: the same bounds,
+//!   and what a burst asked for is kept for the whole hold.
 
 use proptest::prelude::*;
 use vllm_scaling_core::sim::{
@@ -65,6 +67,23 @@ fn recommended(min: i32, max: i32) -> ResolvedPolicy {
     };
     let yaml = recommended_policy_yaml(&calibration, &Burstiness::smooth(SYNC_SECS), min, max, COLD_START_SECS);
     parse_policy(&yaml).unwrap_or_else(|e| panic!("the recommended policy must validate: {e}\n{yaml}")).1
+}
+
+/// The hold of the bursty variant in these tests (its scale-down window), seconds.
+const BURSTY_HOLD_SECS: f64 = 300.0;
+
+/// The recommended policy for bursty traffic: bursts grow 1.5x, kept for 300 s.
+fn recommended_bursty(min: i32, max: i32) -> ResolvedPolicy {
+    let calibration = Calibration {
+        sustainable_rps: TARGET_RPS / 0.85,
+        target_rps: TARGET_RPS,
+        running_at_target: 10.0,
+        in_flight_at_target: 10.0,
+    };
+    let burstiness = Burstiness { window_secs: SYNC_SECS, hold_secs: BURSTY_HOLD_SECS, growth: 1.5, held_rps: 20.0 };
+    let yaml = recommended_policy_yaml(&calibration, &burstiness, min, max, COLD_START_SECS);
+    assert!(yaml.contains("arrival_burst"), "a growth of 1.5 at 85 % is bursty:\n{yaml}");
+    parse_policy(&yaml).unwrap_or_else(|e| panic!("the bursty policy must validate: {e}\n{yaml}")).1
 }
 
 fn run(policy: ResolvedPolicy, requests: &[TraceRequest], initial: u32) -> RunResult {
@@ -196,6 +215,51 @@ proptest! {
                     "scale-down at {:.0}s only {:.0}s after a scale-up at {up:.0}s", c.at_secs, c.at_secs - up
                 );
             }
+        }
+    }
+
+    /// Bursts after quiet stretches, with the bursty variant: replicas stay within
+    /// [min, max], and what a burst asked for is kept for the whole hold (no scale-down
+    /// within the hold after a scale-up).
+    #[test]
+    fn bursty_policy_keeps_bounds_and_its_hold(
+        bursts in prop::collection::vec(20.0f64..120.0, 1..5),
+        gap in 120.0f64..400.0,
+        max in 6i32..20,
+        seed in any::<u64>(),
+    ) {
+        // Each burst lasts 10 s after `gap` seconds of a trickle of 1 req/s.
+        let period = gap + 10.0;
+        let duration = period * bursts.len() as f64 + BURSTY_HOLD_SECS + 120.0;
+        let peak = bursts.iter().copied().fold(1.0, f64::max);
+        let shape = |t: f64| {
+            let i = (t / period) as usize;
+            match bursts.get(i) {
+                Some(&rate) if t - i as f64 * period >= gap => rate,
+                _ => 1.0,
+            }
+        };
+        let requests = arrivals(shape, peak, duration, seed);
+        let result = run(recommended_bursty(1, max), &requests, 1);
+        for c in &result.scale_log {
+            prop_assert!((1..=max).contains(&c.to), "rescaled to {} outside [1, {max}] at {:.0}s", c.to, c.at_secs);
+        }
+        let mut last_up: Option<f64> = None;
+        for c in &result.scale_log {
+            if c.to > c.from {
+                last_up = Some(c.at_secs);
+            } else if let Some(up) = last_up {
+                prop_assert!(
+                    c.at_secs - up >= BURSTY_HOLD_SECS - 1e-6,
+                    "scale-down at {:.0}s only {:.0}s after a scale-up at {up:.0}s (hold {BURSTY_HOLD_SECS}s)",
+                    c.at_secs,
+                    c.at_secs - up
+                );
+            }
+        }
+        // A burst above one replica's target is answered with a scale-up.
+        if peak > 1.5 * TARGET_RPS {
+            prop_assert!(result.scale_log.iter().any(|c| c.to > c.from), "no scale-up for bursts of {peak:.0} req/s");
         }
     }
 }
