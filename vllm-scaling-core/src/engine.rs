@@ -185,7 +185,9 @@ impl Engine {
             self.state.recommendations.push(Recommendation { at: now, replicas: current });
         }
         let p = &self.policy;
-        let mut computed: Vec<Computed> = p.rules.iter().map(|r| compute_rule(r, p, scale, metrics)).collect();
+        let columns = PodColumns::new(&p.rules, &metrics.pods);
+        let mut computed: Vec<Computed> =
+            p.rules.iter().enumerate().map(|(i, r)| compute_rule(r, p, scale, metrics, columns.rule(i))).collect();
         // The steps beyond the HPA (advanced.rs); each is a no-op unless configured.
         let extras = gather_extras(&self.policy, &mut self.state.advanced, now, current, &mut computed, metrics);
         let p = &self.policy;
@@ -598,7 +600,8 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    // ASCII digits: always valid UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Writes a value rounded to 3 decimals without trailing zeros (`12.5`, `0.947`, `3`)
@@ -707,7 +710,13 @@ fn within(policy: &ResolvedPolicy, ratio: f64) -> bool {
     1.0 - policy.tolerance_down <= ratio && ratio <= 1.0 + policy.tolerance_up
 }
 
-fn compute_rule(rule: &ResolvedRule, policy: &ResolvedPolicy, scale: CurrentScale, m: &ScalingMetrics) -> Computed {
+fn compute_rule(
+    rule: &ResolvedRule,
+    policy: &ResolvedPolicy,
+    scale: CurrentScale,
+    m: &ScalingMetrics,
+    column: &[Option<f64>],
+) -> Computed {
     let mut outcome = RuleOutcome {
         name: rule.key.clone(),
         metric: rule.metric,
@@ -720,7 +729,7 @@ fn compute_rule(rule: &ResolvedRule, policy: &ResolvedPolicy, scale: CurrentScal
         reason: None,
         fallback: false,
     };
-    let result = proposal_for(rule, policy, scale, m);
+    let result = proposal_for(rule, policy, scale, m, column);
     let mut within_tolerance = false;
     match result {
         Ok(p) => {
@@ -786,15 +795,31 @@ fn milli_error(value: f64, what: &dyn Fn() -> String) -> RuleError {
     RuleError::invalid(format!("{} {why}", what()))
 }
 
-/// A pod's value for a rule key. Pods carry a handful of values, and a linear scan for an
-/// equal key (which compares lengths before bytes) beats the map's ordered search there
-/// (this runs once per pod and rule, the engine's hot loop).
-#[inline]
-fn pod_value(pod: &PodMetrics, key: &str) -> Option<f64> {
-    if pod.metrics.len() <= 8 {
-        pod.metrics.iter().find_map(|(k, v)| (k.as_str() == key).then_some(*v))
-    } else {
-        pod.metrics.get(key).copied()
+/// Every pod's value for every rule, rule by rule (`[rule][pod]`), read in one pass over
+/// each pod's map: the engine's hot loop then walks a contiguous column instead of
+/// searching one map per pod and rule.
+struct PodColumns {
+    values: Vec<Option<f64>>,
+    pods: usize,
+}
+
+impl PodColumns {
+    fn new(rules: &[ResolvedRule], pods: &[PodMetrics]) -> Self {
+        let mut values = vec![None; rules.len() * pods.len()];
+        for (j, pod) in pods.iter().enumerate() {
+            for (key, &v) in &pod.metrics {
+                // Rule keys are unique within a policy.
+                if let Some(i) = rules.iter().position(|r| r.key == *key) {
+                    values[i * pods.len() + j] = Some(v);
+                }
+            }
+        }
+        Self { values, pods: pods.len() }
+    }
+
+    /// One rule's values, aligned with the pods.
+    fn rule(&self, i: usize) -> &[Option<f64>] {
+        self.values.get(i * self.pods..(i + 1) * self.pods).unwrap_or_default()
     }
 }
 
@@ -807,6 +832,7 @@ fn proposal_for(
     policy: &ResolvedPolicy,
     scale: CurrentScale,
     m: &ScalingMetrics,
+    column: &[Option<f64>],
 ) -> Result<Proposal, RuleError> {
     if let Some(reason) = m.failures.get(&rule.key) {
         return Err(RuleError::missing(reason.clone()));
@@ -827,7 +853,7 @@ fn proposal_for(
     let fleet = m.fleet.get(key).copied();
     // Given both, a per-pod metric uses the pods' values and a fleet-level one (latency
     // quantiles, custom queries) its fleet value; the pods are only scanned when needed.
-    let pods_have_value = || m.pods.iter().any(|p| pod_value(p, key).is_some());
+    let pods_have_value = || column.iter().any(Option::is_some);
     let per_pod = rule.metric.info().per_pod;
     match fleet {
         Some(v) if !per_pod || !pods_have_value() => {
@@ -838,14 +864,14 @@ fn proposal_for(
             }
         }
         _ if per_pod || pods_have_value() => match rule.target_type {
-            TargetType::AverageValue => pods_metric(rule, policy, scale.replicas, &m.pods),
+            TargetType::AverageValue => pods_metric(rule, policy, scale.replicas, &m.pods, column),
             TargetType::Value => {
                 // A per-pod metric against a fleet target: the fleet total, like an HPA
                 // External metric summing its series (ignored pods left out).
                 let mut total: i64 = 0;
                 let mut any = false;
-                for pod in m.pods.iter().filter(|p| !is_ignored(p)) {
-                    if let Some(v) = pod_value(pod, key) {
+                for (pod, value) in m.pods.iter().zip(column).filter(|(p, _)| !is_ignored(p)) {
+                    if let Some(v) = *value {
                         total = total.saturating_add(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
                         any = true;
                     }
@@ -867,6 +893,7 @@ fn pods_metric(
     policy: &ResolvedPolicy,
     current: i32,
     pods: &[PodMetrics],
+    column: &[Option<f64>],
 ) -> Result<Proposal, RuleError> {
     let key = rule.key.as_str();
     let target = rule.threshold_milli;
@@ -877,7 +904,7 @@ fn pods_metric(
     // (values are never negative, so saturating each addition or the total is the same).
     let mut total: i64 = 0;
     let (mut ready, mut unready, mut missing) = (0usize, 0usize, 0usize);
-    for pod in pods {
+    for (pod, value) in pods.iter().zip(column) {
         if is_ignored(pod) {
             continue;
         }
@@ -886,7 +913,7 @@ fn pods_metric(
             unready += 1;
             continue;
         }
-        match pod_value(pod, key) {
+        match *value {
             None => missing += 1,
             Some(v) => {
                 total = total.saturating_add(checked_milli(v, &|| format!("`{key}` of pod {}", pod.name))?);
