@@ -89,3 +89,14 @@ fn scenarios_carry_idle_rules_and_reject_unknown_keys() {
     let err = Scenario::parse(&scenario("tftt")).expect_err("an unknown key is refused").to_string();
     assert!(err.contains("idle[0]") && err.contains("tftt"), "{err}");
 }
+
+#[test]
+fn an_idle_rule_does_not_lift_the_hold_of_a_failed_one() {
+    // The queue rule has no data; the idle latency rule alone would scale down: held.
+    let mut m =
+        ScalingMetrics { pods: (0..6).map(|i| PodMetrics::running(format!("p{i}"))).collect(), ..Default::default() };
+    m.failures.insert("queue_length".into(), "scrape failed".into());
+    m.idle.insert("ttft".into());
+    let d = eval(&policy(QUEUE_AND_TTFT), 6, &m);
+    assert_eq!((d.desired_replicas, d.limited_by), (6, LimitedBy::MetricsUnavailable), "{}", d.explanation);
+}
