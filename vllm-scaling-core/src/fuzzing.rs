@@ -59,6 +59,7 @@ pub struct FuzzStep {
     external_replicas: Option<u8>,
     pods: Vec<(u8, Vec<Option<f32>>)>,
     fleet: Vec<Option<f32>>,
+    /// A rule that failed (high bit clear) or is idle (high bit set).
     failed_rule: Option<u8>,
 }
 
@@ -160,12 +161,24 @@ pub fn evaluate_input(input: &EvaluateInput) {
                 metrics.fleet.insert(key.clone(), f64::from(*v));
             }
         }
+        // The low bits pick a rule; the high bit marks it idle instead of failed.
+        let mut idle_key = None;
         if let Some(f) = step.failed_rule
-            && let Some(key) = keys.get(usize::from(f) % keys.len().max(1))
+            && let Some(key) = keys.get(usize::from(f & 0x7f) % keys.len().max(1))
         {
-            metrics.failures.insert(key.clone(), "fuzzed failure".into());
+            if f & 0x80 == 0 {
+                metrics.failures.insert(key.clone(), "fuzzed failure".into());
+            } else {
+                metrics.idle.insert(key.clone());
+                idle_key = Some(key.clone());
+            }
         }
         let d = engine.evaluate(now, CurrentScale::new(current), &metrics);
+        if let Some(key) = &idle_key {
+            // An idle rule reads as zero: a valid rule that asks for no replicas.
+            let r = d.rules.iter().find(|r| &r.name == key).expect("every rule has an outcome");
+            assert_eq!((r.status, r.proposal), (RuleStatus::Ok, Some(0)), "{}", d.explanation);
+        }
         match d.limited_by {
             LimitedBy::ScalingDisabled | LimitedBy::MetricsUnavailable => assert_eq!(d.desired_replicas, current),
             _ => assert!(
