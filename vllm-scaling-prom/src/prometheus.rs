@@ -145,8 +145,8 @@ impl PrometheusMetrics {
             }
             None => None,
         };
-        fill(&mut r, &queries, value, ages.as_ref(), self.options.max_age);
-        if r.failure.as_deref() == Some(NO_REQUESTS_FINISHED) {
+        let undefined_quantile = fill(&mut r, &queries, value, ages.as_ref(), self.options.max_age);
+        if undefined_quantile {
             // Idle only if nothing is waiting or running either: a stalled fleet with a
             // queue stays missing (and holds).
             match self.query(&in_flight_query(scope)).await.map(|d| series(&d)) {
@@ -185,7 +185,9 @@ fn series(data: &Data) -> Vec<(Option<String>, f64)> {
 }
 
 /// Files a query result into a reading (pure, so the rules are tested without a server).
-fn fill(r: &mut RuleReading, q: &RuleQueries, value: Data, ages: Option<&Data>, max_age: Duration) {
+/// Returns whether the value is a latency quantile that is undefined because no request
+/// finished in the window (the reading then fails, unless the fleet turns out idle).
+fn fill(r: &mut RuleReading, q: &RuleQueries, value: Data, ages: Option<&Data>, max_age: Duration) -> bool {
     let values = series(&value);
     let ages: Vec<(Option<String>, f64)> = ages.map(series).unwrap_or_default();
     let max_age_secs = max_age.as_secs_f64();
@@ -194,7 +196,7 @@ fn fill(r: &mut RuleReading, q: &RuleQueries, value: Data, ages: Option<&Data>, 
             "the query returned no series (is Prometheus scraping vLLM, and do the label matchers fit?): {}",
             q.value
         ));
-        return;
+        return false;
     }
     let custom = !q.per_pod && q.age.is_none();
     // A custom query is per pod when it keeps a `pod` label on every series.
@@ -226,37 +228,38 @@ fn fill(r: &mut RuleReading, q: &RuleQueries, value: Data, ages: Option<&Data>, 
                  (a PodMonitor or kubernetes_sd with `pod` relabelling)"
                     .to_owned(),
             );
-            return;
+            return false;
         }
         if r.per_pod.is_empty() {
             r.failure = Some(crate::reading::summarize_pod_failures("every value is stale", &r.pod_failures));
-            return;
+            return false;
         }
         r.age_secs = (!ages.is_empty()).then_some(oldest);
-        return;
+        return false;
     }
     if values.len() > 1 {
         r.failure = Some(format!(
             "the query returned {} series where one value was expected: aggregate it (sum(...), max(...)) or keep a `pod` label on every series",
             values.len()
         ));
-        return;
+        return false;
     }
     let v = values[0].1;
     let age = ages.iter().map(|(_, a)| *a).reduce(f64::min);
     if let Some(age) = age {
         if age > max_age_secs {
             r.failure = Some(format!("stale: newest sample {age:.0}s old (max {max_age_secs:.0}s)"));
-            return;
+            return false;
         }
         r.age_secs = Some(age);
     }
     if v.is_nan() && !custom {
         // histogram_quantile over buckets that did not grow: no request finished in the window.
         r.failure = Some(NO_REQUESTS_FINISHED.to_owned());
-        return;
+        return true;
     }
     r.fleet = Some(v);
+    false
 }
 
 #[async_trait]
@@ -337,7 +340,7 @@ mod tests {
         assert_eq!((r.fleet, r.age_secs, r.failure.as_deref()), (Some(812.5), Some(1.5), None));
 
         let mut r = reading(Metric::Ttft);
-        fill(&mut r, &q, vector(r#"[{"metric":{},"value":[1,"NaN"]}]"#), None, Duration::from_secs(60));
+        assert!(fill(&mut r, &q, vector(r#"[{"metric":{},"value":[1,"NaN"]}]"#), None, Duration::from_secs(60)));
         assert!(r.failure.as_deref().unwrap().contains("no requests finished"), "{r:?}");
 
         let mut r = reading(Metric::Ttft);
