@@ -36,14 +36,18 @@ fn main() {
                 continue;
             }
             let (mut engine, scale, metrics, mut now) = engine_fixture(rules, pods);
+            let mut evaluate = |n: u64| {
+                for _ in 0..n {
+                    // Every evaluation 15 s after the last, as in `--bench engine`.
+                    now = now.saturating_add(Duration::from_secs(15));
+                    black_box(engine.evaluate(now, scale, black_box(&metrics)));
+                }
+            };
             // Calibrate a round to about 0.2 s of wall time.
             let mut n: u64 = 1;
             loop {
                 let t = Instant::now();
-                for _ in 0..n {
-                    now = now.saturating_add(Duration::from_secs(15));
-                    black_box(engine.evaluate(now, scale, black_box(&metrics)));
-                }
+                evaluate(n);
                 if t.elapsed() > Duration::from_millis(200) {
                     break;
                 }
@@ -52,11 +56,7 @@ fn main() {
             let mut best = f64::INFINITY;
             for _ in 0..7 {
                 let start = thread_cpu_ns().unwrap_or(0);
-                for _ in 0..n {
-                    // Every evaluation 15 s after the last, as in `--bench engine`.
-                    now = now.saturating_add(Duration::from_secs(15));
-                    black_box(engine.evaluate(now, scale, black_box(&metrics)));
-                }
+                evaluate(n);
                 let spent = thread_cpu_ns().unwrap_or(0).saturating_sub(start);
                 best = best.min(spent as f64 / n as f64);
             }

@@ -58,14 +58,19 @@ const DOWN_WINDOW_SECS: f64 = 120.0;
 /// The window of the recommended policy's arrival-rate query.
 const RATE_WINDOW_SECS: f64 = 30.0;
 
-fn recommended(min: i32, max: i32) -> ResolvedPolicy {
+/// The recommended policy's YAML for a replica aimed at `TARGET_RPS`.
+fn recommended_yaml(burstiness: &Burstiness, min: i32, max: i32) -> String {
     let calibration = Calibration {
         sustainable_rps: TARGET_RPS / 0.85,
         target_rps: TARGET_RPS,
         running_at_target: 10.0,
         in_flight_at_target: 10.0,
     };
-    let yaml = recommended_policy_yaml(&calibration, &Burstiness::smooth(SYNC_SECS), min, max, COLD_START_SECS);
+    recommended_policy_yaml(&calibration, burstiness, min, max, COLD_START_SECS)
+}
+
+fn recommended(min: i32, max: i32) -> ResolvedPolicy {
+    let yaml = recommended_yaml(&Burstiness::smooth(SYNC_SECS), min, max);
     parse_policy(&yaml).unwrap_or_else(|e| panic!("the recommended policy must validate: {e}\n{yaml}")).1
 }
 
@@ -74,14 +79,8 @@ const BURSTY_HOLD_SECS: f64 = 300.0;
 
 /// The recommended policy for bursty traffic: bursts grow 1.5x, kept for 300 s.
 fn recommended_bursty(min: i32, max: i32) -> ResolvedPolicy {
-    let calibration = Calibration {
-        sustainable_rps: TARGET_RPS / 0.85,
-        target_rps: TARGET_RPS,
-        running_at_target: 10.0,
-        in_flight_at_target: 10.0,
-    };
     let burstiness = Burstiness { window_secs: SYNC_SECS, hold_secs: BURSTY_HOLD_SECS, growth: 1.5, held_rps: 20.0 };
-    let yaml = recommended_policy_yaml(&calibration, &burstiness, min, max, COLD_START_SECS);
+    let yaml = recommended_yaml(&burstiness, min, max);
     assert!(yaml.contains("arrival_burst"), "a growth of 1.5 at 85 % is bursty:\n{yaml}");
     parse_policy(&yaml).unwrap_or_else(|e| panic!("the bursty policy must validate: {e}\n{yaml}")).1
 }

@@ -283,20 +283,14 @@ async fn seed_policy_scales_a_deployment_on_a_real_cluster() {
 
     // Clean up (the CRD stays).
     namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
-    let cluster_roles: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRole"),
-            "clusterroles",
-        ),
-    );
-    let _ = cluster_roles.delete(&cluster_name, &DeleteParams::default()).await;
-    let bindings: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding"),
-            "clusterrolebindings",
-        ),
-    );
-    let _ = bindings.delete(&cluster_name, &DeleteParams::default()).await;
+    for (kind, plural) in [("ClusterRole", "clusterroles"), ("ClusterRoleBinding", "clusterrolebindings")] {
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
+                plural,
+            ),
+        );
+        let _ = api.delete(&cluster_name, &DeleteParams::default()).await;
+    }
 }
