@@ -612,9 +612,7 @@ fn push_decimal(out: &mut String, v: Option<f64>) {
         out.push('-');
         return;
     };
-    // Round half away from zero by truncation: `round` is a library call.
-    let scaled = v * 1000.0;
-    let milli = (scaled + if scaled < 0.0 { -0.5 } else { 0.5 }) as i64;
+    let milli = (v * 1000.0).round() as i64;
     if milli < 0 {
         out.push('-');
     }
