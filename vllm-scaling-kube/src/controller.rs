@@ -26,13 +26,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v1::Scale;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use vllm_scaling_core::{
     Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MetricsRequest, PodInfo,
@@ -44,6 +45,7 @@ use crate::crd::{
 };
 use crate::discovery::{Match, is_object_name, match_annotation, match_model, pod_info};
 use crate::error::Error;
+use crate::events::EventPublisher;
 use crate::lease::Leadership;
 use crate::telemetry::{
     ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels,
@@ -202,11 +204,15 @@ pub struct Context<M> {
     config: ControllerConfig,
     clock: Arc<dyn Clock>,
     leadership: Leadership,
-    recorder: Recorder,
+    recorder: EventPublisher,
     telemetry: Arc<ControllerMetrics>,
     runtimes: Mutex<HashMap<PolicyKey, Arc<tokio::sync::Mutex<PolicyRuntime>>>>,
     kinds: TtlCache<(String, String), KindLookup>,
     lists: TtlCache<(String, String), Option<Arc<Vec<Value>>>>,
+    /// The watched policies, when [`run`] watches them (else policies are listed).
+    policy_store: std::sync::OnceLock<kube::runtime::reflector::Store<DynamicObject>>,
+    /// Per namespace: which policy claims which target.
+    claims: Mutex<HashMap<String, Arc<Claims>>>,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -219,9 +225,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
     /// A context with the wall clock, always leading, and fresh metrics.
     #[must_use]
     pub fn new(client: Client, metrics_source: M, config: ControllerConfig) -> Self {
-        let reporter = Reporter { controller: CONTROLLER_NAME.to_owned(), instance: Some(config.identity.clone()) };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventPublisher::new(client.clone(), CONTROLLER_NAME, &config.identity),
             client,
             metrics_source,
             // Served kinds change with CRD installs, rarely: rediscover every few minutes.
@@ -232,6 +237,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             leadership: Leadership::always(),
             telemetry: Arc::new(ControllerMetrics::new()),
             runtimes: Mutex::new(HashMap::new()),
+            policy_store: std::sync::OnceLock::new(),
+            claims: Mutex::new(HashMap::new()),
         }
     }
 
@@ -314,25 +321,23 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
         action: &str,
         note: String,
     ) {
-        let mut note = note;
-        if note.len() > 1000 {
-            let mut cut = 1000;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-        }
+        let subject = Subject::of(policy);
+        self.publish_on(&subject, type_, reason, action, note).await;
+    }
+
+    async fn publish_on(&self, subject: &Subject, type_: EventType, reason: &str, action: &str, note: String) {
+        let note = bounded(note, MAX_NOTE_BYTES);
         let event =
             Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
-        let reference = policy.object_ref(&());
-        match tokio::time::timeout(self.config.request_timeout, self.recorder.publish(&event, &reference)).await {
+        match tokio::time::timeout(self.config.request_timeout, self.recorder.publish(&event, &subject.reference)).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                self.count_error(policy, ErrorKind::Event);
+                self.count_error_on(subject, ErrorKind::Event);
                 tracing::warn!(error = %error_chain(&e), reason, "publishing an event failed");
             }
             Err(_) => {
-                self.count_error(policy, ErrorKind::Event);
+                self.count_error_on(subject, ErrorKind::Event);
                 tracing::warn!(reason, "publishing an event timed out");
             }
         }
@@ -340,6 +345,10 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
 
     fn count_error(&self, policy: &VllmScalingPolicyResource, kind: ErrorKind) {
         self.telemetry.error(&policy.namespace().unwrap_or_default(), &policy.name_any(), kind);
+    }
+
+    fn count_error_on(&self, subject: &Subject, kind: ErrorKind) {
+        self.telemetry.error(&subject.namespace, &subject.name, kind);
     }
 
     async fn lookup_kind(&self, api_version: &str, kind: &str) -> KindLookup {
@@ -484,6 +493,107 @@ impl Blocked {
     }
 }
 
+/// The policy an evaluation is about, for events and error counts.
+struct Subject {
+    namespace: String,
+    name: String,
+    reference: ObjectReference,
+}
+
+impl Subject {
+    fn of(policy: &VllmScalingPolicyResource) -> Self {
+        Self {
+            namespace: policy.namespace().unwrap_or_default(),
+            name: policy.name_any(),
+            reference: policy.object_ref(&()),
+        }
+    }
+}
+
+/// The longest event note (the API server's limit is 1 kB).
+const MAX_NOTE_BYTES: usize = 1000;
+/// The longest decode error quoted in a condition or an event.
+const MAX_DECODE_ERROR_BYTES: usize = 900;
+
+/// `text` cut to at most `max` bytes at a character boundary, the cut marked with `…`.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
+    text
+}
+
+/// The `vLLMScalingPolicy` resource, for watching policies as untyped objects.
+fn policy_resource() -> ApiResource {
+    ApiResource::erase::<VllmScalingPolicyResource>(&())
+}
+
+/// Decodes a policy watched as an untyped object. The spec must decode (the error names
+/// the field); a status that does not decode is dropped with a warning (the controller
+/// rewrites it; the engine then starts without history, which holds scale-downs for a
+/// whole window).
+///
+/// # Errors
+/// The spec's decode error, with the path of the offending field.
+fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyResource, String> {
+    let spec_value = object.data.get("spec").unwrap_or(&Value::Null);
+    let spec: crate::crd::VllmScalingPolicySpec = serde_path_to_error::deserialize(spec_value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
+        format!("{path}: {}", e.into_inner())
+    })?;
+    let status = match object.data.get("status").filter(|s| !s.is_null()) {
+        None => None,
+        Some(value) => match PolicyStatus::deserialize(value) {
+            Ok(status) => Some(status),
+            Err(e) => {
+                tracing::warn!(
+                    namespace = object.metadata.namespace.as_deref().unwrap_or_default(),
+                    policy = object.metadata.name.as_deref().unwrap_or_default(),
+                    error = %e,
+                    "the policy's status does not decode; it is rewritten"
+                );
+                None
+            }
+        },
+    };
+    Ok(VllmScalingPolicyResource { metadata: object.metadata.clone(), spec, status })
+}
+
+/// Evaluates one policy watched as an untyped object (what [`run`] does): a policy whose
+/// spec does not decode (a `tolerance: "abc"`, which the CRD's schema lets through) gets
+/// its own `Ready=False, InvalidSpec` condition and a Warning event, without stopping the
+/// watch or any other policy; every other policy goes to [`reconcile`].
+///
+/// # Errors
+/// Only for an object without namespace or name.
+pub async fn reconcile_object<M: GetScalingMetrics + 'static>(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    match decode_policy(&object) {
+        Ok(policy) => reconcile(Arc::new(policy), ctx).await,
+        Err(error) => {
+            let subject = Subject {
+                namespace: object.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?,
+                name: object.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?,
+                reference: object.object_ref(&policy_resource()),
+            };
+            let status = object.data.get("status").and_then(|s| PolicyStatus::deserialize(s).ok()).unwrap_or_default();
+            schedule(&ctx, &subject, &object.metadata, async |ctx, rt, now| {
+                evaluate_undecodable(ctx, rt, &subject, &object.metadata, status, &error, now).await
+            })
+            .await
+        }
+    }
+}
+
 /// Evaluates one policy: the function kube-runtime's `Controller` calls.
 ///
 /// Returns when to evaluate again. Failures of the cluster or of the metrics backend are
@@ -497,6 +607,23 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
 ) -> Result<Action, Error> {
     let namespace = policy.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = policy.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let subject = Subject { namespace, name, reference: policy.object_ref(&()) };
+    schedule(&ctx, &subject, &policy.metadata, async |ctx, rt, now| {
+        evaluate(&policy, ctx, rt, &subject.namespace, &subject.name, now).await
+    })
+    .await
+}
+
+/// The schedule around one evaluation: only the leader evaluates, a recreated policy
+/// starts afresh, our own status writes (echoed by the watch) do not move the schedule,
+/// and the next evaluation is set from what `evaluate` returns.
+async fn schedule<M: GetScalingMetrics + 'static>(
+    ctx: &Arc<Context<M>>,
+    subject: &Subject,
+    meta: &kube::api::ObjectMeta,
+    evaluate: impl AsyncFnOnce(&Context<M>, &mut PolicyRuntime, Timestamp) -> Next,
+) -> Result<Action, Error> {
+    let (namespace, name) = (&subject.namespace, &subject.name);
     let sync = ctx.config.sync_period;
     let leading = ctx.leadership.is_leader();
     ctx.telemetry.leader.set(i64::from(leading));
@@ -508,19 +635,21 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
     let now = ctx.clock.now();
 
     // A recreated policy (new uid) starts afresh.
-    if rt.uid.is_some() && rt.uid != policy.metadata.uid {
+    if rt.uid.is_some() && rt.uid != meta.uid {
         let labels = std::mem::take(&mut rt.rule_labels);
-        ctx.telemetry.forget_policy(&namespace, &name, &labels);
+        ctx.telemetry.forget_policy(namespace, name, &labels);
         *rt = PolicyRuntime::default();
     }
     if rt.uid.is_none() {
         // First sight (or a restarted controller): pick up what the status remembers.
-        ctx.telemetry.touch_policy(&namespace, &name);
-        rt.uid.clone_from(&policy.metadata.uid);
+        ctx.telemetry.touch_policy(namespace, name);
+        rt.uid.clone_from(&meta.uid);
     }
     // Our own status writes come back through the watch: they do not move the schedule.
+    // Neither does a change of annotations alone (pausing or resuming is read at the
+    // next evaluation, within a sync period), since it does not bump the generation.
     if !rt.retry_now
-        && rt.generation == policy.metadata.generation
+        && rt.generation == meta.generation
         && let Some(next) = rt.next_evaluation
         && now < next
     {
@@ -533,8 +662,8 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
     }
     let started = tokio::time::Instant::now();
     rt.retry_now = false;
-    rt.generation = policy.metadata.generation;
-    let action = evaluate(&policy, &ctx, &mut rt, &namespace, &name, now).await;
+    rt.generation = meta.generation;
+    let action = evaluate(ctx, &mut rt, now).await;
     let next = now.saturating_add(match &action {
         Next::At(at) => at.saturating_duration_since(now),
         Next::Soon => Duration::from_secs(1),
@@ -548,6 +677,31 @@ pub async fn reconcile<M: GetScalingMetrics + 'static>(
     // The requeue counts from now, after the evaluation's own wall time, so the next
     // evaluation starts one period after this one started.
     Ok(to_requeue(ctx.clock.now(), next))
+}
+
+/// A policy whose spec does not decode: its own `InvalidSpec` condition and event, no
+/// engine, nothing scaled.
+async fn evaluate_undecodable<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    rt: &mut PolicyRuntime,
+    subject: &Subject,
+    meta: &kube::api::ObjectMeta,
+    mut status: PolicyStatus,
+    error: &str,
+    now: Timestamp,
+) -> Next {
+    // No spec, so no engine: a fixed policy starts from the history in its status.
+    rt.engine = None;
+    status.observed_generation = meta.generation;
+    status.last_evaluation_time = Some(to_time(now));
+    let message = format!(
+        "the policy's spec does not decode, so it is not evaluated: {}",
+        bounded(error.to_owned(), MAX_DECODE_ERROR_BYTES)
+    );
+    let blocked = Blocked::new("InvalidSpec", ErrorKind::InvalidPolicy, message);
+    block_on(ctx, subject, &mut status, &blocked, "Validate", now).await;
+    write_status_on(ctx, subject, status).await;
+    Next::Period
 }
 
 /// When to look again.
@@ -595,12 +749,22 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 "the policy is invalid".into(),
                 now,
             );
+            not_evaluated(&mut status, "InvalidSpec", &message, now);
             ctx.count_error(policy, ErrorKind::InvalidPolicy);
             ctx.publish(policy, EventType::Warning, "InvalidSpec", "Validate", message).await;
             write_status(ctx, policy, status).await;
             return Next::Period;
         }
     };
+    if is_paused(policy) {
+        pause(ctx, policy, &mut status, now).await;
+        write_status(ctx, policy, status).await;
+        return Next::Period;
+    }
+    if status.conditions.iter().any(|c| c.type_ == "AbleToScale" && c.reason == "Paused") {
+        let note = format!("the annotation {PAUSED_ANNOTATION} was removed: the policy scales again");
+        ctx.publish(policy, EventType::Normal, "Resumed", "Resume", note).await;
+    }
     ctx.telemetry.min_replicas.get_or_create(&labels).set(i64::from(resolved.min_replicas));
     ctx.telemetry.max_replicas.get_or_create(&labels).set(i64::from(resolved.max_replicas));
     let down_window =
@@ -634,6 +798,10 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     let (target, ar) = match resolve_target(ctx, &resolved, namespace, name).await {
         Ok(found) => found,
         Err(blocked) => {
+            // The target of an earlier evaluation is not this policy's target now.
+            status.target = None;
+            status.reference = None;
+            status.selector = None;
             block(ctx, policy, &mut status, &blocked, now).await;
             write_status(ctx, policy, status).await;
             return Next::Period;
@@ -644,6 +812,12 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
 
     // 3. Refuse to fight.
     if let Some(blocked) = other_autoscaler(ctx, namespace, &target).await {
+        block(ctx, policy, &mut status, &blocked, now).await;
+        write_status(ctx, policy, status).await;
+        return Next::Period;
+    }
+
+    if let Some(blocked) = older_policy(ctx, policy, namespace, &target).await {
         block(ctx, policy, &mut status, &blocked, now).await;
         write_status(ctx, policy, status).await;
         return Next::Period;
@@ -668,6 +842,15 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 format!("reading the scale of {} {}: {e}; replicas left as they are", target.kind, target.name);
             set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
             set_condition(&mut status.conditions, "AbleToScale", false, "FailedGetScale", message.clone(), now);
+            set_condition(
+                &mut status.conditions,
+                "ScalingActive",
+                false,
+                "FailedGetScale",
+                "the policy is not evaluated".to_owned(),
+                now,
+            );
+            not_evaluated(&mut status, "FailedGetScale", &message, now);
             ctx.count_error(policy, ErrorKind::GetScale);
             ctx.publish(policy, EventType::Warning, "FailedGetScale", "GetScale", message).await;
             write_status(ctx, policy, status).await;
@@ -929,6 +1112,44 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     next
 }
 
+/// The annotation that holds a policy (KEDA's `autoscaling.keda.sh/paused`, for this CRD):
+/// `"true"` (any case) pauses, anything else or no annotation does not.
+pub const PAUSED_ANNOTATION: &str = "autoscaler.production-stack/paused";
+
+fn is_paused(policy: &VllmScalingPolicyResource) -> bool {
+    policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Holds a paused policy: nothing is read or written but its status. `Ready` stays `True`
+/// (the policy is fine, as a paused KEDA ScaledObject stays Ready, so `kubectl wait` and
+/// Argo CD see a healthy object) with reason `Paused`; `AbleToScale` and `ScalingActive`
+/// are `False` with reason `Paused`; a Normal event marks the start of the pause.
+async fn pause<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    policy: &VllmScalingPolicyResource,
+    status: &mut PolicyStatus,
+    now: Timestamp,
+) {
+    let message = format!(
+        "paused by the annotation {PAUSED_ANNOTATION}: \"true\": replicas are left as they are; remove the annotation to resume"
+    );
+    let was_paused = status.conditions.iter().any(|c| c.type_ == "AbleToScale" && c.reason == "Paused");
+    set_condition(&mut status.conditions, "Ready", true, "Paused", message.clone(), now);
+    set_condition(&mut status.conditions, "AbleToScale", false, "Paused", message.clone(), now);
+    set_condition(
+        &mut status.conditions,
+        "ScalingActive",
+        false,
+        "Paused",
+        "the policy is not evaluated while paused".to_owned(),
+        now,
+    );
+    not_evaluated(status, "Paused", &message, now);
+    if !was_paused {
+        ctx.publish(policy, EventType::Normal, "Paused", "Pause", message).await;
+    }
+}
+
 fn ready_message(target: &ResolvedTarget) -> String {
     format!("the policy is valid and targets {} {} ({})", target.kind, target.name, target.api_version)
 }
@@ -1084,6 +1305,18 @@ async fn block<M: GetScalingMetrics + 'static>(
     blocked: &Blocked,
     now: Timestamp,
 ) {
+    block_on(ctx, &Subject::of(policy), status, blocked, "ResolveTarget", now).await;
+}
+
+/// [`block`] for any subject, with the event's action.
+async fn block_on<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    subject: &Subject,
+    status: &mut PolicyStatus,
+    blocked: &Blocked,
+    action: &str,
+    now: Timestamp,
+) {
     set_condition(&mut status.conditions, "Ready", false, blocked.reason, blocked.message.clone(), now);
     set_condition(&mut status.conditions, "AbleToScale", false, blocked.reason, blocked.message.clone(), now);
     set_condition(
@@ -1094,8 +1327,28 @@ async fn block<M: GetScalingMetrics + 'static>(
         "the policy is not evaluated".to_owned(),
         now,
     );
-    ctx.count_error(policy, blocked.kind);
-    ctx.publish(policy, EventType::Warning, blocked.reason, "ResolveTarget", blocked.message.clone()).await;
+    not_evaluated(status, blocked.reason, &blocked.message, now);
+    ctx.count_error_on(subject, blocked.kind);
+    ctx.publish_on(subject, EventType::Warning, blocked.reason, action, blocked.message.clone()).await;
+}
+
+/// Clears what an evaluation that did not happen would leave stale: the decision, the
+/// rules' values and `ScalingLimited` describe the last evaluation, not the policy now.
+/// The explanation says why nothing was decided.
+fn not_evaluated(status: &mut PolicyStatus, reason: &str, why: &str, now: Timestamp) {
+    status.desired_replicas = None;
+    status.winning_rule = None;
+    status.limited_by = None;
+    status.rules.clear();
+    status.explanation = Some(why.to_owned());
+    set_condition(
+        &mut status.conditions,
+        "ScalingLimited",
+        false,
+        reason,
+        "the policy is not evaluated".to_owned(),
+        now,
+    );
 }
 
 async fn write_status<M: GetScalingMetrics + 'static>(
@@ -1103,15 +1356,18 @@ async fn write_status<M: GetScalingMetrics + 'static>(
     policy: &VllmScalingPolicyResource,
     status: PolicyStatus,
 ) {
-    let namespace = policy.namespace().unwrap_or_default();
-    let name = policy.name_any();
-    let api: Api<VllmScalingPolicyResource> = Api::namespaced(ctx.client.clone(), &namespace);
+    write_status_on(ctx, &Subject::of(policy), status).await;
+}
+
+async fn write_status_on<M: GetScalingMetrics + 'static>(ctx: &Context<M>, subject: &Subject, status: PolicyStatus) {
+    let (namespace, name) = (&subject.namespace, &subject.name);
+    let api: Api<VllmScalingPolicyResource> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = status.merge_patch();
-    match ctx.timed("writing the status", api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))).await
+    match ctx.timed("writing the status", api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))).await
     {
         Ok(_) => {}
         Err(e) => {
-            ctx.count_error(policy, ErrorKind::Status);
+            ctx.count_error_on(subject, ErrorKind::Status);
             tracing::warn!(namespace, policy = name, error = %e, "writing the policy status failed");
         }
     }
@@ -1289,6 +1545,112 @@ async fn other_autoscaler<M: GetScalingMetrics + 'static>(
     None
 }
 
+/// A target as two policies can share it: API group, kind, name.
+type TargetKey = (String, String, String);
+
+fn target_key(target: &ResolvedTarget) -> TargetKey {
+    let group = target.api_version.split_once('/').map_or("", |(g, _)| g).to_owned();
+    (group, target.kind.clone(), target.name.clone())
+}
+
+/// A policy's seniority: older first (`creationTimestamp`, then name), as in the refusal
+/// to fight two policies on one target.
+type Seniority = (Option<Time>, String);
+
+/// Which policies of a namespace claim which target, as resolved when it was built.
+struct Claims {
+    built: tokio::time::Instant,
+    /// The `(name, generation)` of every policy it saw, so a new or edited policy rebuilds it.
+    seen: std::collections::HashSet<(String, Option<i64>)>,
+    by_target: HashMap<TargetKey, Vec<Seniority>>,
+}
+
+impl<M: GetScalingMetrics + 'static> Context<M> {
+    /// The claims of `namespace`, rebuilt every cache TTL and whenever `policy` (new or
+    /// edited) is not in them. Built from the watch's store under [`run`] (no request),
+    /// else from a cached list.
+    async fn claims(&self, namespace: &str, policy: &VllmScalingPolicyResource) -> Arc<Claims> {
+        let me = (policy.name_any(), policy.metadata.generation);
+        let cached = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(namespace).cloned();
+        if let Some(claims) = cached
+            && claims.built.elapsed() < self.config.cache_ttl
+            && claims.seen.contains(&me)
+        {
+            return claims;
+        }
+        let objects: Vec<DynamicObject> = match self.policy_store.get() {
+            Some(store) => store
+                .state()
+                .iter()
+                .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
+                .map(|o| (**o).clone())
+                .collect(),
+            None => match self.cached_list(namespace, &policy_resource()).await {
+                Ok(Some(list)) => list.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect(),
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(namespace, error = %e, "could not list the policies to check for conflicts");
+                    Vec::new()
+                }
+            },
+        };
+        let mut claims = Claims {
+            built: tokio::time::Instant::now(),
+            seen: std::collections::HashSet::new(),
+            by_target: HashMap::new(),
+        };
+        for object in &objects {
+            let Some(name) = object.metadata.name.clone() else { continue };
+            claims.seen.insert((name.clone(), object.metadata.generation));
+            // Only policies that can write /scale claim a target: an undecodable or
+            // invalid policy does nothing, and an observe-mode policy only reports (so a
+            // policy can shadow another one to compare). A paused policy holds its target.
+            let Ok(other) = decode_policy(object) else { continue };
+            let Ok(resolved) = other.to_core().validate() else { continue };
+            if resolved.mode == vllm_scaling_core::Mode::Observe {
+                continue;
+            }
+            if let Ok((target, _)) = resolve_target(self, &resolved, namespace, &name).await {
+                let seniority = (object.metadata.creation_timestamp.clone(), name);
+                claims.by_target.entry(target_key(&target)).or_default().push(seniority);
+            }
+        }
+        let claims = Arc::new(claims);
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(namespace.to_owned(), claims.clone());
+        claims
+    }
+}
+
+/// An older `vLLMScalingPolicy` (in actuating mode) on the same target: the older keeps
+/// the target, this one is blocked. Two policies on one object would otherwise both patch
+/// `/scale` and flip it between their answers on every evaluation.
+async fn older_policy<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    policy: &VllmScalingPolicyResource,
+    namespace: &str,
+    target: &ResolvedTarget,
+) -> Option<Blocked> {
+    if policy.spec.0.mode == Some(vllm_scaling_core::Mode::Observe) {
+        return None;
+    }
+    let claims = ctx.claims(namespace, policy).await;
+    let me: Seniority = (policy.metadata.creation_timestamp.clone(), policy.name_any());
+    let oldest = claims.by_target.get(&target_key(target))?.iter().filter(|other| other.1 != me.1).min()?.clone();
+    (oldest < me).then(|| {
+        Blocked::new(
+            "ConflictingAutoscaler",
+            ErrorKind::ConflictingAutoscaler,
+            format!(
+                "vLLMScalingPolicy {namespace}/{} is older and also scales {} {}; this policy does nothing until one of them is removed or retargeted (the older policy keeps the target)",
+                oldest.1, target.kind, target.name
+            ),
+        )
+    })
+}
+
 /// The policy's current [`EngineState`](vllm_scaling_core::EngineState) as the
 /// controller holds it, for tests and diagnostics.
 pub async fn engine_state<M: GetScalingMetrics + 'static>(
@@ -1313,6 +1675,11 @@ pub fn error_policy<M>(policy: Arc<VllmScalingPolicyResource>, error: &Error, ct
     Action::requeue(ctx.config.sync_period)
 }
 
+fn error_policy_object<M>(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context<M>>) -> Action {
+    tracing::warn!(policy = %object.name_any(), error = %error_chain(error), "reconcile failed");
+    Action::requeue(ctx.config.sync_period)
+}
+
 /// Runs the controller until `shutdown` resolves: watches every `vLLMScalingPolicy` (in
 /// the configured namespace, or all), evaluates each on its schedule, and forgets deleted
 /// ones. `ready` turns true once the first list of policies has arrived.
@@ -1321,13 +1688,18 @@ pub async fn run<M: GetScalingMetrics + 'static>(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<VllmScalingPolicyResource> = match &ctx.config.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
+    // Watched as untyped objects and decoded one by one (`reconcile_object`): a typed watch
+    // fails the whole list on one policy that does not decode, which would stop every
+    // policy and keep /readyz false.
+    let resource = policy_resource();
+    let api: Api<DynamicObject> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+        None => Api::all_with(ctx.client.clone(), &resource),
     };
-    let controller = Controller::new(api, watcher::Config::default())
+    let controller = Controller::new_with(api, watcher::Config::default(), resource)
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency));
     let store = controller.store();
+    let _ = ctx.policy_store.set(store.clone());
     let sweeper_ctx = ctx.clone();
     let sweeper = tokio::spawn(async move {
         // `Store::wait_until_ready` wakes only its most recent poller (a oneshot channel
@@ -1355,7 +1727,7 @@ pub async fn run<M: GetScalingMetrics + 'static>(
     });
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_object, error_policy_object, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %error_chain(&e), "controller event");

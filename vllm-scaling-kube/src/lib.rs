@@ -58,6 +58,7 @@ mod controller;
 mod crd;
 mod discovery;
 mod error;
+mod events;
 mod lease;
 mod serve;
 mod telemetry;
@@ -66,7 +67,8 @@ mod telemetry;
 pub mod fake_api;
 
 pub use controller::{
-    CONTROLLER_NAME, Context, ControllerConfig, SystemClock, engine_state, error_policy, reconcile, run,
+    CONTROLLER_NAME, Context, ControllerConfig, PAUSED_ANNOTATION, SystemClock, engine_state, error_policy, reconcile,
+    reconcile_object, run,
 };
 pub use crd::{
     GROUP, PLURAL, PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, StatusMergePatch,
