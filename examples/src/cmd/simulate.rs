@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use vllm_scaling_core::sim::{
-    ExperimentConfig, FleetConfig, GeneratorConfig, Plan, PolicyKind, PolicyReport, ReplicaModel, Router, RunResult,
+    ExperimentConfig, FleetConfig, GeneratorConfig, Plan, PolicyKind, PolicyReport, ReplicaProfile, Router, RunResult,
     Stage, Trace, TraceOptions, TraceStats,
 };
 
@@ -30,9 +30,9 @@ pub(crate) struct Args {
     /// fixed-99, oracle. Default: all.
     #[arg(long = "policy", value_delimiter = ',', value_name = "NAME")]
     policies: Vec<PolicyKind>,
-    /// Cold start, seconds from the scale decision to a ready replica. Several values
-    /// (comma-separated) sweep them.
-    #[arg(long = "cold-start", value_delimiter = ',', default_value = "60", value_name = "SECS")]
+    /// Cold start, seconds from the scale decision to a ready replica (default: the
+    /// profile's). Several values (comma-separated) sweep them.
+    #[arg(long = "cold-start", value_delimiter = ',', value_name = "SECS")]
     cold_starts: Vec<f64>,
     /// Replay each request this many times (a fraction adds one more copy with that
     /// probability), each copy jittered by up to `--jitter`.
@@ -56,6 +56,20 @@ pub(crate) struct Args {
     /// Seed of the replay jitter, the generator and the calibration.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// A `vLLMScalingPolicy` file to simulate, run unchanged by the same engine as the
+    /// controller (repeatable: several run side by side). With any, the comparison is
+    /// your policies next to the baselines; add `--recommend` for the derived policy.
+    #[arg(long = "policy-file", value_name = "FILE", help_heading = "Your policies")]
+    policy_files: Vec<PathBuf>,
+    /// Also run the recommended policy (`vllm-scaling`) the simulator derives from the
+    /// trace (always in the default comparison without `--policy-file`).
+    #[arg(long, help_heading = "Your policies")]
+    recommend: bool,
+    /// Run a policy file whose `custom` PromQL the simulator cannot answer, the rule
+    /// reading as missing at every evaluation (as in a Prometheus outage: it can never
+    /// scale down), instead of refusing it.
+    #[arg(long, help_heading = "Your policies")]
+    allow_unmodelled: bool,
     /// Output folder.
     #[arg(long, default_value = "sim-out")]
     out: PathBuf,
@@ -69,24 +83,32 @@ pub(crate) struct Args {
     #[arg(long)]
     jobs: Option<usize>,
 
-    /// Step cost `a`, milliseconds.
-    #[arg(long, default_value_t = ReplicaModel::default().step_base_ms, help_heading = "Replica model")]
-    step_base_ms: f64,
-    /// Step cost `b` per prompt token, milliseconds.
-    #[arg(long, default_value_t = ReplicaModel::default().prefill_ms_per_token, help_heading = "Replica model")]
-    prefill_ms_per_token: f64,
-    /// Step cost `c` per sequence in the batch, milliseconds.
-    #[arg(long, default_value_t = ReplicaModel::default().decode_ms_per_seq, help_heading = "Replica model")]
-    decode_ms_per_seq: f64,
-    /// KV-cache capacity, tokens.
-    #[arg(long, default_value_t = ReplicaModel::default().kv_cache_tokens, help_heading = "Replica model")]
-    kv_cache_tokens: u64,
-    /// Most sequences in a batch (`--max-num-seqs`).
-    #[arg(long, default_value_t = ReplicaModel::default().max_num_seqs, help_heading = "Replica model")]
-    max_num_seqs: u32,
-    /// Token budget of a step (`--max-num-batched-tokens`).
-    #[arg(long, default_value_t = ReplicaModel::default().max_batched_tokens, help_heading = "Replica model")]
-    max_batched_tokens: u32,
+    /// The replica profile: a built-in name (default, h100-80gb-llama3-8b,
+    /// a100-80gb-llama3-8b, l4-24gb-llama3-8b, a10g-24gb-llama3-8b, h100-tp4-llama3-70b,
+    /// h100-tp8-llama3-70b) or a profile YAML file. The flags below override its numbers.
+    #[arg(long, default_value = "default", value_name = "NAME|FILE", help_heading = "Replica model")]
+    profile: String,
+    /// Step cost `a`, milliseconds (overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    step_base_ms: Option<f64>,
+    /// Step cost `b` per prompt token, milliseconds (overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    prefill_ms_per_token: Option<f64>,
+    /// Step cost `c` per sequence in the batch, milliseconds (overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    decode_ms_per_seq: Option<f64>,
+    /// Step cost `d` per KV token a decoding sequence attends to, milliseconds (overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    attention_ms_per_context_token: Option<f64>,
+    /// KV-cache capacity, tokens (overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    kv_cache_tokens: Option<u64>,
+    /// Most sequences in a batch (`--max-num-seqs`; overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    max_num_seqs: Option<u32>,
+    /// Token budget of a step (`--max-num-batched-tokens`; overrides the profile).
+    #[arg(long, help_heading = "Replica model")]
+    max_batched_tokens: Option<u32>,
 
     /// Pod scrape interval of the baselines, seconds (the recommended policy scrapes pods every 5 s).
     #[arg(long, default_value_t = 15.0, help_heading = "Fleet")]
@@ -141,13 +163,15 @@ fn parse_router(s: &str) -> Result<Router, String> {
     }
 }
 
-/// Runs the command; prints the error chain and exits 1 on failure.
+/// Runs the command; prints the error chain and exits 2 on bad input (an unknown or
+/// impossible profile, a policy file that does not validate or asks for what the
+/// simulator cannot model, a trace whose columns do not map), 1 on any other failure.
 pub(crate) fn run(args: Args) -> ExitCode {
     match execute(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("simulate: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -182,6 +206,8 @@ struct Ratios {
 #[derive(Serialize)]
 struct Report<'a> {
     source: &'a Source,
+    /// The replica profile the run used (after flag overrides).
+    profile: &'a ReplicaProfile,
     cold_start_secs: f64,
     config: &'a ExperimentConfig,
     calibration: &'a vllm_scaling_core::sim::Calibration,
@@ -198,27 +224,19 @@ struct Report<'a> {
 
 fn execute(args: &Args) -> Result<()> {
     let started = Instant::now();
-    let model = ReplicaModel {
-        step_base_ms: args.step_base_ms,
-        prefill_ms_per_token: args.prefill_ms_per_token,
-        decode_ms_per_seq: args.decode_ms_per_seq,
-        kv_cache_tokens: args.kv_cache_tokens,
-        max_num_seqs: args.max_num_seqs,
-        max_batched_tokens: args.max_batched_tokens,
-    };
-    model.validate().context("check the replica model flags")?;
-    if args.cold_starts.is_empty() {
-        bail!("--cold-start needs at least one value");
-    }
-    let policies: Vec<PolicyKind> =
-        if args.policies.is_empty() { PolicyKind::ALL.to_vec() } else { args.policies.clone() };
+    let profile = replica_profile(args)?;
+    let model = profile.model;
+    let cold_starts =
+        if args.cold_starts.is_empty() { vec![profile.cold_start_secs] } else { args.cold_starts.clone() };
+    let user_policies = load_user_policies(args)?;
+    let policies = builtin_policies(args);
     let sources = load_sources(args)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
-    let many = sources.len() * args.cold_starts.len() > 1;
+    let many = sources.len() * cold_starts.len() > 1;
     let mut sweep = Vec::new();
     for (source, trace) in &sources {
-        for &cold_start in &args.cold_starts {
+        for &cold_start in &cold_starts {
             let dir = if many {
                 args.out.join(format!("{}-cold{}s", stem(&source.name), fmt_secs(cold_start)))
             } else {
@@ -244,7 +262,15 @@ fn execute(args: &Args) -> Result<()> {
                 warm_up_pass: !args.no_warm_up_pass,
                 ..ExperimentConfig::default()
             };
-            let one = run_one(args, source, trace, &config, &policies, &dir)?;
+            let one = run_one(
+                args,
+                source,
+                trace,
+                &config,
+                &Lineup { builtins: &policies, users: &user_policies },
+                &dir,
+                &profile,
+            )?;
             sweep.push(one);
         }
     }
@@ -326,9 +352,11 @@ fn run_one(
     source: &Source,
     trace: &Trace,
     config: &ExperimentConfig,
-    policies: &[PolicyKind],
+    lineup: &Lineup<'_>,
     dir: &Path,
+    profile: &ReplicaProfile,
 ) -> Result<SweepRow> {
+    let (policies, user_policies) = (lineup.builtins, lineup.users);
     let started = Instant::now();
     let requests = trace.requests();
     eprintln!(
@@ -368,12 +396,14 @@ fn run_one(
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let results: Mutex<Vec<(usize, Result<RunResult, String>)>> = Mutex::new(Vec::new());
     let next = Mutex::new(0usize);
-    let bars: Vec<ProgressBar> = policies
+    let names: Vec<String> =
+        policies.iter().map(|k| k.name().to_owned()).chain(user_policies.iter().map(|u| u.name.clone())).collect();
+    let bars: Vec<ProgressBar> = names
         .iter()
-        .map(|k| multi.add(ProgressBar::new(1000).with_style(progress_style()).with_prefix(k.name())))
+        .map(|n| multi.add(ProgressBar::new(1000).with_style(progress_style()).with_prefix(n.clone())))
         .collect();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(policies.len()) {
+        for _ in 0..jobs.min(names.len()) {
             scope.spawn(|| {
                 loop {
                     let i = {
@@ -382,11 +412,16 @@ fn run_one(
                         *n += 1;
                         i
                     };
-                    let Some(&kind) = policies.get(i) else { return };
-                    let bar = &bars[i];
-                    let run = plan
-                        .run(requests, kind, &mut |f| bar.set_position((f * 1000.0) as u64))
-                        .map_err(|e| format!("{e:#}"));
+                    let Some(bar) = bars.get(i) else { return };
+                    let mut progress = |f: f64| bar.set_position((f * 1000.0) as u64);
+                    let run = match policies.get(i) {
+                        Some(&kind) => plan.run(requests, kind, &mut progress),
+                        None => {
+                            let user = &user_policies[i - policies.len()];
+                            plan.run_policy(requests, &user.name, user.policy.clone(), &mut progress)
+                        }
+                    }
+                    .map_err(|e| format!("{e:#}"));
                     bar.finish();
                     if let Ok(mut r) = results.lock() {
                         r.push((i, run));
@@ -399,7 +434,7 @@ fn run_one(
     results.sort_by_key(|(i, _)| *i);
     let mut runs = Vec::with_capacity(results.len());
     for (i, r) in results {
-        runs.push(r.map_err(|e| anyhow::anyhow!("policy {}: {e}", policies[i]))?);
+        runs.push(r.map_err(|e| anyhow::anyhow!("policy {}: {e}", names[i]))?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let reports: Vec<&PolicyReport> = runs.iter().map(|r| &r.report).collect();
@@ -426,10 +461,12 @@ fn run_one(
             let adaptive = matches!(k, PolicyKind::VllmScaling | PolicyKind::HpaQueue | PolicyKind::Kpa);
             if adaptive && config.warm_up_pass { 2 } else { 1 }
         })
-        .sum();
+        .sum::<usize>()
+        + user_policies.len() * if config.warm_up_pass { 2 } else { 1 };
     let simulated = requests.len() * passes;
     let report = Report {
         source,
+        profile,
         cold_start_secs: config.fleet.cold_start_secs,
         config,
         calibration: &plan.calibration,
@@ -448,6 +485,10 @@ fn run_one(
         .with_context(|| format!("cannot write {}", dir.join("report.json").display()))?;
     std::fs::write(dir.join("vllm-scaling-policy.yaml"), &plan.recommended_policy)
         .context("cannot write the policy")?;
+    for user in user_policies {
+        let file = dir.join(format!("{}-policy.yaml", user.name));
+        std::fs::write(&file, &user.yaml).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     let mut explained = String::new();
     for run in &runs {
         for (at, why) in &run.explanations {
@@ -463,6 +504,7 @@ fn run_one(
         fmt_secs(config.fleet.cold_start_secs),
         args.slo_ttft
     );
+    println!("{}", cost_line(&reports, profile));
     if let (Some(o), Some(x)) =
         (report.ratios.vllm_scaling_vs_oracle_gpu_hours, report.ratios.vllm_scaling_vs_hpa_gpu_hours)
     {
@@ -542,6 +584,174 @@ fn sweep_table(rows: &[SweepRow]) -> String {
             _ => "-".to_owned(),
         };
         let _ = writeln!(s, " {} | {} | {} |", ratio("oracle"), ratio("fixed-99"), ratio("hpa-queue"));
+    }
+    s
+}
+
+/// Input the user must fix: exit status 2. Wrap the innermost error with it; the
+/// context added around it is kept.
+#[derive(Debug)]
+pub(crate) struct BadInput(pub(crate) String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// 2 when the chain holds a [`BadInput`], else 1.
+pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<BadInput>()) { 2 } else { 1 }
+}
+
+/// The profile named by `--profile` (a built-in name or a file), with the model flags
+/// applied on top, validated.
+fn replica_profile(args: &Args) -> Result<ReplicaProfile> {
+    let spec = args.profile.as_str();
+    let looks_like_file = spec.ends_with(".yaml") || spec.ends_with(".yml") || spec.contains('/');
+    let mut profile = if looks_like_file || Path::new(spec).is_file() {
+        let text = std::fs::read_to_string(spec)
+            .map_err(|e| BadInput(format!("--profile {spec}: cannot read the profile file: {e}")))?;
+        ReplicaProfile::parse(&text).map_err(|e| BadInput(format!("--profile {spec}: {e}")))?
+    } else {
+        ReplicaProfile::builtin(spec).map_err(|e| BadInput(format!("--profile: {e}")))?
+    };
+    let m = &mut profile.model;
+    let mut overridden = Vec::new();
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = args.$field {
+                m.$field = v;
+                overridden.push(concat!("--", stringify!($field)).replace('_', "-"));
+            }
+        };
+    }
+    set!(step_base_ms);
+    set!(prefill_ms_per_token);
+    set!(decode_ms_per_seq);
+    set!(attention_ms_per_context_token);
+    set!(kv_cache_tokens);
+    set!(max_num_seqs);
+    set!(max_batched_tokens);
+    for flag in &overridden {
+        let field = flag.trim_start_matches("--");
+        profile.sources.insert(camel(field), format!("overridden on the command line ({flag})"));
+    }
+    profile.model.validate().map_err(|e| {
+        BadInput(format!(
+            "{e} (profile `{}`{})",
+            profile.name,
+            if overridden.is_empty() { String::new() } else { format!(", with {}", overridden.join(" ")) }
+        ))
+    })?;
+    Ok(profile)
+}
+
+/// The policies of a comparison: built-in kinds, then the user's files.
+struct Lineup<'a> {
+    builtins: &'a [PolicyKind],
+    users: &'a [UserPolicy],
+}
+
+/// A user's policy file, parsed.
+struct UserPolicy {
+    /// The report name: `metadata.name`, else the file's stem (made unique).
+    name: String,
+    policy: vllm_scaling_core::ResolvedPolicy,
+    /// The file as read, copied into `--out`.
+    yaml: String,
+}
+
+/// The built-in policies to run: `--policy`, or all of them; with `--policy-file`, all
+/// but the recommended policy unless `--recommend`.
+fn builtin_policies(args: &Args) -> Vec<PolicyKind> {
+    let mut kinds: Vec<PolicyKind> = if !args.policies.is_empty() {
+        args.policies.clone()
+    } else if args.policy_files.is_empty() {
+        PolicyKind::ALL.to_vec()
+    } else {
+        PolicyKind::ALL.into_iter().filter(|k| *k != PolicyKind::VllmScaling).collect()
+    };
+    if args.recommend && !kinds.contains(&PolicyKind::VllmScaling) {
+        kinds.insert(0, PolicyKind::VllmScaling);
+    }
+    kinds
+}
+
+/// Reads, validates and checks every `--policy-file`: a policy that does not validate,
+/// or asks for a metric the simulator cannot answer, is bad input.
+fn load_user_policies(args: &Args) -> Result<Vec<UserPolicy>> {
+    let mut out: Vec<UserPolicy> = Vec::new();
+    for path in &args.policy_files {
+        let shown = path.display().to_string();
+        let yaml =
+            std::fs::read_to_string(path).map_err(|e| BadInput(format!("--policy-file {shown}: cannot read: {e}")))?;
+        let (doc, policy) = vllm_scaling_core::parse_policy(&yaml).map_err(|errors| {
+            let all: Vec<String> = errors.0.iter().map(|e| format!("{shown}:{}: {}", e.path, e.reason)).collect();
+            BadInput(format!("--policy-file {shown} does not validate:\n  {}", all.join("\n  ")))
+        })?;
+        let unmodelled = vllm_scaling_core::sim::unmodelled_rules(&policy);
+        if !unmodelled.is_empty() {
+            let all: Vec<String> = unmodelled.iter().map(|u| format!("{shown}:{u}")).collect();
+            if !args.allow_unmodelled {
+                return Err(BadInput(format!(
+                    "--policy-file {shown} asks for what the simulator cannot model:\n  {}\n(--allow-unmodelled runs it with those rules missing at every evaluation)",
+                    all.join("\n  ")
+                ))
+                .into());
+            }
+            for line in &all {
+                eprintln!("warning: {line}; it reads as missing at every evaluation (--allow-unmodelled)");
+            }
+        }
+        if !policy.advanced.schedules.is_empty() {
+            eprintln!(
+                "warning: {shown}: schedules read simulated time as Unix time: the trace starts 1970-01-01T00:00:00Z (a Thursday)"
+            );
+        }
+        let stem = path.file_stem().map_or_else(|| "policy".to_owned(), |s| s.to_string_lossy().into_owned());
+        let mut name = doc.metadata.name.clone().unwrap_or(stem);
+        let taken = |n: &str, out: &[UserPolicy]| n.parse::<PolicyKind>().is_ok() || out.iter().any(|u| u.name == n);
+        if taken(&name, &out) {
+            let base = name.clone();
+            name = (2..).map(|i| format!("{base}-{i}")).find(|n| !taken(n, &out)).unwrap_or(base);
+        }
+        out.push(UserPolicy { name, policy, yaml });
+    }
+    Ok(out)
+}
+
+/// `kv-cache-tokens` as the profile's `kvCacheTokens`.
+fn camel(flag: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in flag.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What each policy's GPU-hours cost at the profile's price.
+fn cost_line(reports: &[&PolicyReport], profile: &ReplicaProfile) -> String {
+    let mut s = format!(
+        "profile {} ({} GPU{} per replica, ${:.2} per GPU-hour): cost",
+        profile.name,
+        profile.model.gpus_per_replica,
+        if profile.model.gpus_per_replica == 1 { "" } else { "s" },
+        profile.gpu_price_per_hour
+    );
+    for (i, r) in reports.iter().enumerate() {
+        let _ =
+            write!(s, "{} {} ${:.2}", if i == 0 { "" } else { "," }, r.name, r.gpu_hours * profile.gpu_price_per_hour);
     }
     s
 }

@@ -666,8 +666,46 @@ impl Plan {
         let mut autoscaler = self.autoscaler(kind)?;
         let fleet = self.fleet_for(kind);
         let adaptive = matches!(kind, PolicyKind::VllmScaling | PolicyKind::HpaQueue | PolicyKind::Kpa);
+        self.run_autoscaler(requests, autoscaler.as_mut(), fleet, adaptive, progress)
+    }
+
+    /// Runs a user's `vLLMScalingPolicy` through the same engine and the same path as
+    /// the built-in adaptive policies: started like them (the `fixed-99` fleet, clamped
+    /// to the policy's own bounds), scraped at the fleet's interval, warmed up the same way.
+    ///
+    /// # Errors
+    /// As [`simulate`].
+    pub fn run_policy(
+        &self,
+        requests: &[TraceRequest],
+        name: &str,
+        policy: ResolvedPolicy,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<RunResult, SimError> {
+        let sync = EngineConfig::default().with_sync_period(Duration::from_secs_f64(self.config.sync_period_secs));
+        let (lo, hi) = (policy.min_replicas.max(1), policy.max_replicas.max(1));
+        let mut autoscaler = EngineAutoscaler::new(name, policy, sync);
+        let initial = self.fixed_99.replicas.clamp(lo.min(hi), hi);
+        let fleet = FleetConfig { initial_replicas: initial.max(0) as u32, ..self.config.fleet };
+        self.run_autoscaler(requests, &mut autoscaler, fleet, true, progress)
+    }
+
+    /// The one path every policy of the comparison is run through: adaptive policies on
+    /// two passes of the trace, measured on the second, when
+    /// [`ExperimentConfig::warm_up_pass`] is on.
+    ///
+    /// # Errors
+    /// As [`simulate`].
+    pub fn run_autoscaler(
+        &self,
+        requests: &[TraceRequest],
+        autoscaler: &mut dyn Autoscaler,
+        fleet: FleetConfig,
+        adaptive: bool,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<RunResult, SimError> {
         if !(adaptive && self.config.warm_up_pass) {
-            return simulate(requests, &fleet, autoscaler.as_mut(), progress);
+            return simulate(requests, &fleet, autoscaler, progress);
         }
         // The second pass starts on the first whole interval after the last arrival, so
         // the trace's minutes line up with the oracle's.
@@ -677,7 +715,7 @@ impl Plan {
             .copied()
             .chain(requests.iter().map(|r| TraceRequest { arrival_secs: r.arrival_secs + shift, ..*r }))
             .collect();
-        let mut run = simulate(&twice, &FleetConfig { warmup_secs: shift, ..fleet }, autoscaler.as_mut(), progress)?;
+        let mut run = simulate(&twice, &FleetConfig { warmup_secs: shift, ..fleet }, autoscaler, progress)?;
         run.ttft_secs.drain(..requests.len());
         Ok(run)
     }

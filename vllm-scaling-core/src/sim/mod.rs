@@ -7,8 +7,9 @@
 //!
 //! The pieces:
 //! - [`ReplicaModel`]: one vLLM replica: continuous batching with chunked prefill, a
-//!   step time `a + b·(prefill tokens) + c·(sequences)`, a KV-cache token budget and a
-//!   waiting queue. Each request gets its queue time, time to first token, inter-token
+//!   step time `a + b·(prefill tokens) + c·(sequences) + d·(context tokens attended)`, a
+//!   KV-cache token budget and a waiting queue. [`ReplicaProfile`] is one GPU and model
+//!   as a data file (`profiles/*.yaml`), with its cold start, price and sources. Each request gets its queue time, time to first token, inter-token
 //!   latency and end-to-end latency.
 //! - [`FleetConfig`] and [`simulate`]: replicas that become useful a cold start after the
 //!   scale decision, drain when removed, and cost GPU time from the decision; a gateway
@@ -45,10 +46,12 @@ mod generator;
 mod ledger;
 mod model;
 mod observe;
+mod profile;
 mod replica;
 mod report;
 mod rng;
 mod trace;
+mod user_policy;
 
 pub use autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
 pub use burst::{Burstiness, HOLD_STEP_SECS, MAX_HOLD_SECS, MIN_HOLD_SECS, analyze as analyze_burstiness};
@@ -61,6 +64,8 @@ pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, s
 pub use generator::GeneratorConfig;
 pub use model::{ModelError, ReplicaModel};
 pub use observe::{ARRIVAL_RATE_QUERY, FleetView, PodSample, PodStatus, Snapshot, pod_name};
+pub use profile::{PROFILE_NUMBERS, ProfileError, ReplicaProfile};
 pub use report::{PolicyReport, ScaleChange, SeriesPoint, direction_changes};
 pub use rng::SimRng;
 pub use trace::{ParsedTrace, Trace, TraceError, TraceOptions, TraceRequest, TraceStats};
+pub use user_policy::{SIMULATED_METRICS, UnmodelledRule, unmodelled_rules};

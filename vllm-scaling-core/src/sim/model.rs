@@ -8,7 +8,13 @@ use serde::{Deserialize, Serialize};
 /// each step generates one token for every decoding sequence and processes up to
 /// [`max_batched_tokens`](Self::max_batched_tokens) prompt tokens. A step takes
 ///
-/// `step_base_ms + prefill_ms_per_token × (prompt tokens in the step) + decode_ms_per_seq × (sequences in the step)`.
+/// `step_base_ms + prefill_ms_per_token × (prompt tokens in the step) + decode_ms_per_seq × (sequences in the step)
+/// + attention_ms_per_context_token × (KV tokens the step's decoding sequences attend to)`.
+///
+/// The last term makes decode cost grow with context length: a decode step reads every
+/// cached token of every decoding sequence (for Llama-3-8B in BF16, 128 KiB per token at
+/// the GPU's memory bandwidth). With it at 0 (the default) a decode step costs the same
+/// whatever the context.
 ///
 /// A request is admitted from the waiting queue (FIFO) when a sequence slot is free and
 /// the KV cache can hold its prompt and its whole output (vLLM allocates blocks lazily
@@ -44,6 +50,17 @@ pub struct ReplicaModel {
     pub max_num_seqs: u32,
     /// Token budget of one step (`--max-num-batched-tokens`, 8192 for online serving).
     pub max_batched_tokens: u32,
+    /// `d`: cost of each KV-cache token a decoding sequence attends to, milliseconds
+    /// (0: decode cost does not depend on context length).
+    #[serde(default)]
+    pub attention_ms_per_context_token: f64,
+    /// GPUs one replica spans (tensor parallelism): GPU-hours are replica-hours times this.
+    #[serde(default = "one_gpu")]
+    pub gpus_per_replica: u32,
+}
+
+const fn one_gpu() -> u32 {
+    1
 }
 
 impl Default for ReplicaModel {
@@ -55,6 +72,8 @@ impl Default for ReplicaModel {
             kv_cache_tokens: 450_000,
             max_num_seqs: 256,
             max_batched_tokens: 8192,
+            attention_ms_per_context_token: 0.0,
+            gpus_per_replica: 1,
         }
     }
 }
@@ -90,6 +109,7 @@ impl ReplicaModel {
         cost("step_base_ms", self.step_base_ms)?;
         cost("prefill_ms_per_token", self.prefill_ms_per_token)?;
         cost("decode_ms_per_seq", self.decode_ms_per_seq)?;
+        cost("attention_ms_per_context_token", self.attention_ms_per_context_token)?;
         if self.step_base_ms <= 0.0 {
             return Err(ModelError {
                 field: "step_base_ms",
@@ -99,6 +119,12 @@ impl ReplicaModel {
         }
         if self.kv_cache_tokens == 0 {
             return Err(ModelError { field: "kv_cache_tokens", reason: "must be at least 1".to_owned() });
+        }
+        if self.gpus_per_replica == 0 || self.gpus_per_replica > 64 {
+            return Err(ModelError {
+                field: "gpus_per_replica",
+                reason: format!("must be in [1, 64], got {}", self.gpus_per_replica),
+            });
         }
         if self.max_num_seqs == 0 {
             return Err(ModelError { field: "max_num_seqs", reason: "must be at least 1".to_owned() });
@@ -129,10 +155,18 @@ impl ReplicaModel {
         ms / 1000.0
     }
 
-    /// How long a step with `prefill_tokens` prompt tokens and `seqs` sequences takes, ms.
+    /// How long a step with `prefill_tokens` prompt tokens and `seqs` sequences takes, ms,
+    /// with no decoding context (see [`step_ms_with_context`](Self::step_ms_with_context)).
     #[must_use]
     pub fn step_ms(&self, prefill_tokens: u32, seqs: usize) -> f64 {
         self.step_base_ms + self.prefill_ms_per_token * f64::from(prefill_tokens) + self.decode_ms_per_seq * seqs as f64
+    }
+
+    /// How long a step takes, ms, when its decoding sequences hold `context_tokens` KV
+    /// tokens between them (their prompts and what they generated so far).
+    #[must_use]
+    pub fn step_ms_with_context(&self, prefill_tokens: u32, seqs: usize, context_tokens: u64) -> f64 {
+        self.step_ms(prefill_tokens, seqs) + self.attention_ms_per_context_token * context_tokens as f64
     }
 }
 
@@ -151,6 +185,8 @@ mod tests {
             (ReplicaModel { kv_cache_tokens: 0, ..m }, "kv_cache_tokens"),
             (ReplicaModel { max_num_seqs: 0, ..m }, "max_num_seqs"),
             (ReplicaModel { max_batched_tokens: 16, ..m }, "max_batched_tokens"),
+            (ReplicaModel { attention_ms_per_context_token: -1e-6, ..m }, "attention_ms_per_context_token"),
+            (ReplicaModel { gpus_per_replica: 0, ..m }, "gpus_per_replica"),
         ] {
             let e = bad.validate().unwrap_err();
             assert_eq!(e.field, field);

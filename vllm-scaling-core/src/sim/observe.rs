@@ -271,7 +271,7 @@ impl<'a> FleetView<'a> {
 pub const ARRIVAL_RATE_QUERY: &str = "sum(rate(vllm:num_incoming_requests_total[30s]))";
 
 /// The window of an arrival-rate query, seconds; `None` when the query is something else.
-fn arrival_rate_window(query: &str, rule_window_secs: f64) -> Option<f64> {
+pub(crate) fn arrival_rate_window(query: &str, rule_window_secs: f64) -> Option<f64> {
     if !(query.contains("num_incoming_requests_total") && query.contains("rate(")) {
         return None;
     }

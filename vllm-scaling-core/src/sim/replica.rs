@@ -51,6 +51,9 @@ pub(crate) struct Replica {
     /// requests joined: together they give the KV tokens actually in use.
     kv_prompt_tokens: u64,
     decode_join_sum: u64,
+    /// Prompt tokens of the decoding requests alone (what the attention term reads, with
+    /// the tokens they generated).
+    decode_prompt_tokens: u64,
     pub(crate) busy_secs: f64,
     pub(crate) completed: u64,
     pub(crate) generated_tokens: u64,
@@ -74,6 +77,7 @@ impl Replica {
             kv_reserved: 0,
             kv_prompt_tokens: 0,
             decode_join_sum: 0,
+            decode_prompt_tokens: 0,
             busy_secs: 0.0,
             completed: 0,
             generated_tokens: 0,
@@ -101,6 +105,13 @@ impl Replica {
         // Each decoding request holds its prompt plus 1 + (steps - join) generated tokens.
         let generated = n + n * self.steps - self.decode_join_sum;
         100.0 * (self.kv_prompt_tokens + generated) as f64 / model.kv_cache_tokens as f64
+    }
+
+    /// KV tokens held by the decoding requests: each holds its prompt plus
+    /// 1 + (steps - join) generated tokens.
+    fn decode_context_tokens(&self) -> u64 {
+        let n = self.decoding.len() as u64;
+        self.decode_prompt_tokens + n + n * self.steps - self.decode_join_sum
     }
 
     fn is_idle(&self) -> bool {
@@ -193,24 +204,28 @@ impl Replica {
             // Nothing runnable (the head of the queue has not arrived yet).
             return false;
         }
-        let duration = model.step_ms(tokens, decoding + prefill_seqs) / 1000.0;
+        let context = self.decode_context_tokens();
+        let duration = model.step_ms_with_context(tokens, decoding + prefill_seqs, context) / 1000.0;
         if tokens > 0 {
             self.in_flight = Some(InFlight { end: self.clock + duration, duration, decoding });
             return true;
         }
-        // A pure-decode stretch: identical steps until a request finishes, the head of the
-        // queue arrives, or `t`.
+        // A pure-decode stretch: steps until a request finishes, the head of the queue
+        // arrives, or `t`. Each step's context grows by one token per decoding sequence,
+        // so step `i` (from 0) takes `duration + growth × i`.
+        let growth = model.attention_ms_per_context_token * decoding as f64 / 1000.0;
+        let stretch = Stretch { first: duration, growth };
         let Some(&Reverse((first_finish, _))) = self.decoding.peek() else { return false };
         let until_finish = first_finish.saturating_sub(self.steps).max(1);
         // A head of the queue that has already arrived is blocked by the KV cache or the
         // batch size, which only a finishing request frees.
         let until_arrival = match self.waiting.front() {
             Some(&id) if budget > 0 && reqs[id as usize].arrival_secs > self.clock => {
-                ((reqs[id as usize].arrival_secs - self.clock) / duration).ceil().max(1.0)
+                stretch.steps_reaching(reqs[id as usize].arrival_secs - self.clock)
             }
             _ => f64::INFINITY,
         };
-        let until_t = ((t - self.clock) / duration).floor();
+        let until_t = stretch.steps_within(t - self.clock);
         let k = (until_finish as f64).min(until_arrival).min(until_t);
         if k < 1.0 {
             self.in_flight = Some(InFlight { end: self.clock + duration, duration, decoding });
@@ -219,16 +234,17 @@ impl Replica {
         let k = k as u64;
         let start = self.clock;
         let start_steps = self.steps;
+        let span = stretch.elapsed(k);
         self.steps += k;
-        self.clock = start + k as f64 * duration;
-        self.busy_secs += k as f64 * duration;
+        self.clock = start + span;
+        self.busy_secs += span;
         self.generated_tokens += k * decoding as u64;
         while let Some(&Reverse((finish, id))) = self.decoding.peek() {
             if finish > self.steps {
                 break;
             }
             self.decoding.pop();
-            let at = start + (finish - start_steps) as f64 * duration;
+            let at = start + stretch.elapsed(finish - start_steps);
             self.complete(id, finish, at, reqs, ledger);
         }
         true
@@ -248,6 +264,7 @@ impl Replica {
             self.generated_tokens += 1;
             let remaining = u64::from(req.output_tokens.max(1) - 1);
             self.decode_join_sum += self.steps;
+            self.decode_prompt_tokens += u64::from(req.input_tokens);
             self.decoding.push(Reverse((self.steps + remaining, id)));
         }
         while let Some(&Reverse((finish, id))) = self.decoding.peek() {
@@ -265,6 +282,7 @@ impl Replica {
         self.decode_join_sum -= finish - (output - 1);
         self.kv_reserved -= u64::from(req.input_tokens) + output;
         self.kv_prompt_tokens -= u64::from(req.input_tokens);
+        self.decode_prompt_tokens -= u64::from(req.input_tokens);
         self.completed += 1;
         ledger.on_finish(id as usize, req, at);
     }
@@ -289,6 +307,61 @@ impl Replica {
     /// Whether it still holds requests.
     pub(crate) fn has_work(&self) -> bool {
         !self.is_idle() || !self.waiting.is_empty()
+    }
+}
+
+/// Consecutive decode steps whose duration grows linearly: step `i` (from 0) takes
+/// `first + growth × i` seconds. With `growth` 0 every formula is the plain
+/// `k × first` one.
+#[derive(Clone, Copy, Debug)]
+struct Stretch {
+    first: f64,
+    growth: f64,
+}
+
+impl Stretch {
+    /// Seconds taken by the first `k` steps.
+    fn elapsed(self, k: u64) -> f64 {
+        let k = k as f64;
+        if self.growth == 0.0 { k * self.first } else { k * self.first + self.growth * k * (k - 1.0) * 0.5 }
+    }
+
+    /// The most whole steps that finish within `span` seconds (as a float, for `min`).
+    fn steps_within(self, span: f64) -> f64 {
+        if self.growth == 0.0 || !span.is_finite() {
+            return (span / self.first).floor();
+        }
+        let mut k = self.root(span).floor().max(0.0) as u64;
+        // The closed form can be one off in floating point: settle on the exact answer.
+        while k > 0 && self.elapsed(k) > span {
+            k -= 1;
+        }
+        while self.elapsed(k + 1) <= span {
+            k += 1;
+        }
+        k as f64
+    }
+
+    /// The fewest steps (at least 1) that reach `span` seconds.
+    fn steps_reaching(self, span: f64) -> f64 {
+        if self.growth == 0.0 {
+            return (span / self.first).ceil().max(1.0);
+        }
+        let mut k = self.root(span).ceil().max(1.0) as u64;
+        while k > 1 && self.elapsed(k - 1) >= span {
+            k -= 1;
+        }
+        while self.elapsed(k) < span {
+            k += 1;
+        }
+        k as f64
+    }
+
+    /// The real `k` with `elapsed(k) = span`.
+    fn root(self, span: f64) -> f64 {
+        // growth/2 k² + (first - growth/2) k - span = 0
+        let (a, b) = (0.5 * self.growth, self.first - 0.5 * self.growth);
+        (-b + (b * b + 4.0 * a * span).sqrt()) / (2.0 * a)
     }
 }
 
@@ -326,9 +399,57 @@ mod tests {
         assert_eq!(ledger.admitted[0], 1.0);
     }
 
+    /// A model whose decode steps grow with context (the shipped profiles' shape).
+    fn context_model() -> ReplicaModel {
+        ReplicaModel { attention_ms_per_context_token: 0.0005, ..ReplicaModel::default() }
+    }
+
+    #[test]
+    fn decode_steps_grow_with_the_context_they_attend_to() {
+        let model = context_model();
+        let reqs = [TraceRequest { arrival_secs: 1.0, input_tokens: 1000, output_tokens: 11 }];
+        let ledger = run(&reqs, &model, 0.25);
+        let prefill = model.step_ms(1000, 1) / 1000.0;
+        assert!((ledger.first_token[0] - (1.0 + prefill)).abs() < 1e-9);
+        // Decode step i attends to the prompt, the first token and the i tokens since.
+        let decode: f64 = (0..10).map(|i| model.step_ms_with_context(0, 1, 1001 + i) / 1000.0).sum();
+        assert!((ledger.finished[0] - (1.0 + prefill + decode)).abs() < 1e-9, "{}", ledger.finished[0]);
+        // Longer prompts, same output: every inter-token gap is longer.
+        let mut previous = 0.0;
+        for input in [10, 1000, 4000, 16000] {
+            let reqs = [TraceRequest { arrival_secs: 0.0, input_tokens: input, output_tokens: 50 }];
+            let ledger = run(&reqs, &model, 0.5);
+            let tpot = (ledger.finished[0] - ledger.first_token[0]) / 49.0;
+            assert!(tpot > previous, "input {input}: {tpot} <= {previous}");
+            previous = tpot;
+        }
+    }
+
+    #[test]
+    fn stretch_step_counts_match_the_sums() {
+        for stretch in [Stretch { first: 0.01, growth: 0.0 }, Stretch { first: 0.01, growth: 1e-5 }] {
+            for span in [0.0, 0.005, 0.01, 0.0100001, 0.5, 3.7, 100.0] {
+                let within = stretch.steps_within(span) as u64;
+                assert!(stretch.elapsed(within) <= span + 1e-12);
+                assert!(stretch.elapsed(within + 1) > span);
+                if span > 0.0 {
+                    let reach = stretch.steps_reaching(span) as u64;
+                    assert!(reach >= 1 && stretch.elapsed(reach) >= span);
+                    assert!(reach == 1 || stretch.elapsed(reach - 1) < span);
+                }
+            }
+        }
+    }
+
     #[test]
     fn advancing_in_small_or_large_strides_gives_the_same_timeline() {
-        let model = ReplicaModel::default();
+        for model in [ReplicaModel::default(), context_model()] {
+            same_timeline_for_any_stride(&model);
+        }
+    }
+
+    fn same_timeline_for_any_stride(model: &ReplicaModel) {
+        let model = *model;
         let reqs: Vec<TraceRequest> = (0..200)
             .map(|i| TraceRequest {
                 arrival_secs: f64::from(i) * 0.05,
@@ -340,7 +461,7 @@ mod tests {
         let b = run(&reqs, &model, 7.0);
         for i in 0..reqs.len() {
             assert!(
-                (a.finished[i] - b.finished[i]).abs() < 1e-6,
+                (a.finished[i] - b.finished[i]).abs() < 1e-6 * a.finished[i].max(1.0),
                 "request {i}: {} vs {}",
                 a.finished[i],
                 b.finished[i]

@@ -146,7 +146,8 @@ pub(crate) fn summarize(
         }
     }
     let good = ttft.partition_point(|&t| t <= slo_ttft_secs);
-    let gpu_hours = gpu_secs / 3600.0;
+    // A tensor-parallel replica holds several GPUs.
+    let gpu_hours = gpu_secs * f64::from(model.gpus_per_replica) / 3600.0;
     PolicyReport {
         name: name.to_owned(),
         requests: n,

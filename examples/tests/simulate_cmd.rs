@@ -1,0 +1,232 @@
+//! `vllm-autoscaler simulate` with the user's own policies, profiles and traces, run as
+//! a user runs it: the binary, its exit status and its files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A short generated load: a few seconds of simulation in a debug build.
+const SMALL: [&str; 4] = ["--gen-duration", "240", "--no-plots", "--quiet"];
+
+fn simulate(out: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("simulate")
+        .args(SMALL)
+        .args(if extra.contains(&"--gen-mean-rps") { &[][..] } else { &["--gen-mean-rps", "8"][..] })
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json")).expect("JSON")
+}
+
+fn policy<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no policy {name} in {report}"))
+}
+
+#[test]
+fn the_seed_example_and_the_bundled_policy_run_on_a_shipped_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = simulate(
+        dir.path(),
+        &[
+            "--profile",
+            "a100-80gb-llama3-8b",
+            "--policy-file",
+            "policies/example-policy.yaml",
+            "--policy-file",
+            "policies/behavior-policy.yaml",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(dir.path());
+    let names: Vec<&str> = r["policies"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    // Without --recommend the derived policy stays out; the baselines stay in.
+    assert_eq!(names, ["hpa-queue", "kpa", "fixed-peak", "fixed-99", "oracle", "example-policy", "llama3-8b"]);
+    for name in ["example-policy", "llama3-8b"] {
+        let p = policy(&r, name);
+        assert_eq!(p["requests"], policy(&r, "oracle")["requests"], "{p}");
+        assert!(p["gpu_hours"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert_eq!(r["profile"]["name"], "a100-80gb-llama3-8b");
+    assert!(dir.path().join("example-policy-policy.yaml").is_file());
+    assert!(text(&out.stdout).contains("$1.80 per GPU-hour"), "{}", text(&out.stdout));
+    // --recommend brings the derived policy back, first.
+    let dir2 = tempfile::tempdir().unwrap();
+    let out =
+        simulate(dir2.path(), &["--policy", "oracle", "--recommend", "--policy-file", "policies/example-policy.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<String> = report(dir2.path())["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["vllm-scaling", "oracle", "example-policy"]);
+}
+
+#[test]
+fn a_policy_file_gets_the_same_decisions_as_the_built_in_engine_policy() {
+    // hpa-queue is the engine running this policy (maxReplicas from --max-replicas):
+    // the same document from a file must make the same decisions on the same arrivals.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mine.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: autoscaler.production-stack/v1alpha1\nkind: vLLMScalingPolicy\nmetadata:\n  name: mine\nspec:\n  minReplicas: 1\n  maxReplicas: 6\n  scalingRules:\n    - metric: queue_length\n      threshold: 5\n      source: prometheus\n  behavior: {}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = simulate(
+        &out_dir,
+        &[
+            "--policy",
+            "hpa-queue",
+            "--max-replicas",
+            "6",
+            "--gen-mean-rps",
+            "30",
+            "--policy-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(&out_dir);
+    let (theirs, mine) = (policy(&r, "hpa-queue"), policy(&r, "mine"));
+    assert!(theirs["scale_events"].as_u64().unwrap() > 0, "the load makes it scale: {theirs}");
+    for field in ["slo_attainment", "gpu_hours", "scale_events", "peak_replicas", "ttft_p99_s", "direction_changes"] {
+        assert_eq!(theirs[field], mine[field], "{field}: {theirs} vs {mine}");
+    }
+}
+
+fn assert_bad_input(out: &Output, needles: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_profiles_and_policies_exit_2_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = simulate(dir.path(), &["--profile", "h200-141gb"]);
+    assert_bad_input(&out, &["unknown profile `h200-141gb`", "h100-tp8-llama3-70b"]);
+
+    let h100 = std::fs::read_to_string(root().join("../profiles/h100-80gb-llama3-8b.yaml")).unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, h100.replace("kvCacheTokens: 420000", "kvCacheTokens: 0")).unwrap();
+    let out = simulate(dir.path(), &["--profile", broken.to_str().unwrap()]);
+    assert_bad_input(&out, &["broken.yaml", "field kvCacheTokens", "at least 1"]);
+    std::fs::write(&broken, h100.replace("stepBaseMs: 6.0", "stepBaseMs: -6.0")).unwrap();
+    assert_bad_input(&simulate(dir.path(), &["--profile", broken.to_str().unwrap()]), &["field stepBaseMs"]);
+    std::fs::write(&broken, h100.replace("stepBaseMs: 6.0", "stepBase: 6.0")).unwrap();
+    assert_bad_input(
+        &simulate(dir.path(), &["--profile", broken.to_str().unwrap()]),
+        &["unknown field `stepBase`", "line"],
+    );
+    assert_bad_input(&simulate(dir.path(), &["--kv-cache-tokens", "0"]), &["kv_cache_tokens", "--kv-cache-tokens"]);
+
+    let policy = dir.path().join("bad-policy.yaml");
+    std::fs::write(&policy, "minReplicas: 5\nmaxReplicas: 2\nscalingRules: [{metric: queue_length, threshold: -1}]\n")
+        .unwrap();
+    let out = simulate(dir.path(), &["--policy-file", policy.to_str().unwrap()]);
+    assert_bad_input(
+        &out,
+        &["bad-policy.yaml:spec.minReplicas", "bad-policy.yaml:spec.scalingRules[0].threshold", "does not validate"],
+    );
+
+    std::fs::write(
+        &policy,
+        "maxReplicas: 8\nscalingRules:\n  - {metric: queue_length, threshold: 5}\n  - {metric: custom, name: up, query: 'sum(up)', threshold: 3}\n",
+    )
+    .unwrap();
+    let out = simulate(dir.path(), &["--policy-file", policy.to_str().unwrap()]);
+    assert_bad_input(&out, &["bad-policy.yaml:spec.scalingRules[1] (`up`)", "sum(up)", "--allow-unmodelled"]);
+    let out =
+        simulate(dir.path(), &["--policy", "oracle", "--allow-unmodelled", "--policy-file", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("reads as missing"), "{}", text(&out.stderr));
+}
+
+/// The `vLLMScalingPolicy` examples of the README (whole documents, `spec:` fragments
+/// and bare rule lists), each as a complete document.
+fn readme_policies() -> Vec<(usize, String)> {
+    let readme = std::fs::read_to_string(root().join("../README.md")).expect("README.md");
+    let mut out = Vec::new();
+    let mut block: Option<(usize, String)> = None;
+    for (i, line) in readme.lines().enumerate() {
+        match &mut block {
+            None if line.trim_start() == "```yaml" => block = Some((i + 1, String::new())),
+            Some((_, b)) if line.trim_start() == "```" => {
+                let (at, body) = block.take().unwrap_or_default();
+                if !body.contains("scalingRules") || body.contains("steps:") {
+                    continue; // a replay scenario or no policy
+                }
+                let doc = if body.starts_with("apiVersion") {
+                    body
+                } else if body.starts_with("spec:") {
+                    format!(
+                        "apiVersion: autoscaler.production-stack/v1alpha1\nkind: vLLMScalingPolicy\nmetadata: {{name: readme-line-{at}}}\n{body}"
+                    )
+                } else {
+                    let rules: Vec<&str> = body.lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect();
+                    format!("maxReplicas: 10\n{}\n", rules.join("\n"))
+                };
+                out.push((at, doc));
+            }
+            Some((_, b)) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_policy_of_the_readme_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = readme_policies();
+    assert!(policies.len() >= 4, "{policies:?}");
+    let mut args: Vec<String> = ["--policy", "oracle", "--allow-unmodelled"].map(String::from).to_vec();
+    for (at, doc) in &policies {
+        let file = dir.path().join(format!("readme-{at}.yaml"));
+        std::fs::write(&file, doc).unwrap();
+        args.push("--policy-file".to_owned());
+        args.push(file.to_str().unwrap().to_owned());
+    }
+    let out_dir = dir.path().join("out");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = simulate(&out_dir, &refs);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(&out_dir);
+    assert_eq!(r["policies"].as_array().unwrap().len(), policies.len() + 1, "{r}");
+    // The README's custom queries that name no router arrival counter are the only
+    // unmodelled rules, and the run says so.
+    let err = text(&out.stderr);
+    assert!(err.contains("router_requests_total") && err.contains("router_queue"), "{err}");
+}
