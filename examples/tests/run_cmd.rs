@@ -111,3 +111,34 @@ async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
     let lease = server.get("coordination.k8s.io/v1", "Lease", "default", "vllm-autoscaler").unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "the lease is released: {lease}");
 }
+
+/// Logs read by a pipe (a container runtime, a log collector): no ANSI escapes in text,
+/// one JSON object per line with `--log-format json` (or its environment variable), and
+/// a start-up error said once, without its cause repeated.
+#[test]
+fn logs_on_a_pipe_are_plain_or_json_and_say_an_error_once() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"));
+        cmd.arg("run").args(args).arg("--kubeconfig").arg("/nonexistent/kubeconfig");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.env_remove("KUBERNETES_SERVICE_HOST").env_remove("NO_COLOR").output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let text = run(&[], &[]);
+    assert!(!text.contains('\u{1b}'), "ANSI escapes on a pipe: {text:?}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("ERROR") && text.contains("reading kubeconfig /nonexistent/kubeconfig"), "{text}");
+    assert_eq!(text.matches("No such file or directory").count(), 1, "the cause is said once: {text}");
+
+    for json in [run(&["--log-format", "json"], &[]), run(&[], &[("VLLM_AUTOSCALER_LOG_FORMAT", "json")])] {
+        assert_eq!(json.lines().count(), 1, "{json}");
+        for line in json.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(v["level"], "ERROR", "{v}");
+            assert!(v["fields"]["error"].as_str().unwrap().contains("reading kubeconfig"), "{v}");
+        }
+    }
+}

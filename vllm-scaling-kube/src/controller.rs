@@ -46,6 +46,7 @@ use crate::crd::{
 use crate::discovery::{Match, is_object_name, match_annotation, match_model, pod_info};
 use crate::error::Error;
 use crate::events::EventPublisher;
+use crate::gpu::GpuExporters;
 use crate::lease::Leadership;
 use crate::telemetry::{
     ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels,
@@ -213,6 +214,8 @@ pub struct Context<M> {
     policy_store: std::sync::OnceLock<kube::runtime::reflector::Store<DynamicObject>>,
     /// Per namespace: which policy claims which target.
     claims: Mutex<HashMap<String, Arc<Claims>>>,
+    /// GPU `auto` rules are read from the node exporters of the target's pods.
+    gpu: Option<GpuExporters>,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -225,6 +228,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
     /// A context with the wall clock, always leading, and fresh metrics.
     #[must_use]
     pub fn new(client: Client, metrics_source: M, config: ControllerConfig) -> Self {
+        let gpu =
+            GpuExporters::new(client.clone(), config.cache_ttl, config.request_timeout.min(Duration::from_secs(3)));
         Self {
             recorder: EventPublisher::new(client.clone(), CONTROLLER_NAME, &config.identity),
             client,
@@ -232,6 +237,7 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             // Served kinds change with CRD installs, rarely: rediscover every few minutes.
             kinds: TtlCache::new(config.cache_ttl.max(Duration::from_secs(300))),
             lists: TtlCache::new(config.cache_ttl),
+            gpu: Some(gpu),
             config,
             clock: Arc::new(SystemClock),
             leadership: Leadership::always(),
@@ -247,6 +253,14 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Leaves GPU `auto` rules to the metrics source alone, without looking for GPU node
+    /// exporters (builder style; see [`GpuExporters`]).
+    #[must_use]
+    pub fn without_gpu_exporters(mut self) -> Self {
+        self.gpu = None;
         self
     }
 
@@ -885,6 +899,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         kind: target.kind.clone(),
         name: target.name.clone(),
     };
+    let mut gpu = crate::gpu::GpuReading::default();
     let observed = match pods {
         Err(e) => {
             ctx.count_error(policy, ErrorKind::ListPods);
@@ -896,25 +911,36 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         Ok(list) => {
             let infos: Vec<PodInfo> = list.items.iter().map(pod_info).collect();
             observe_time_to_scale(ctx, &mut status, &infos, now);
+            // GPU rules first from the node exporters; the backend gets the rest.
+            if let Some(exporters) = &ctx.gpu {
+                gpu = exporters.read(&resolved.rules, &list.items, namespace).await;
+            }
             let request = MetricsRequest {
                 target: target_id.clone(),
                 scale_target_ref: Some(scale_ref.clone()),
-                rules: resolved.rules.clone(),
+                rules: resolved.rules.iter().filter(|r| !gpu.handles(&r.key)).cloned().collect(),
                 pods: infos.clone(),
             };
-            let got =
+            let asked = || request.rules.iter().map(|r| r.key.as_str());
+            let got = if request.rules.is_empty() {
+                Ok(Ok(ScalingMetrics::default()))
+            } else {
                 tokio::time::timeout(ctx.config.request_timeout, ctx.metrics_source.get_scaling_metrics(&request, now))
-                    .await;
-            match got {
+                    .await
+            };
+            let mut observed = match got {
                 Ok(Ok(m)) => join_pods(&infos, m),
-                Ok(Err(e)) => {
-                    ScalingMetrics::all_failed(resolved.rules.iter().map(|r| r.key.as_str()), &error_chain(&e))
-                }
-                Err(_) => ScalingMetrics::all_failed(
-                    resolved.rules.iter().map(|r| r.key.as_str()),
-                    &format!("the metrics backend did not answer within {:?}", ctx.config.request_timeout),
+                Ok(Err(e)) => join_pods(&infos, ScalingMetrics::all_failed(asked(), &error_chain(&e))),
+                Err(_) => join_pods(
+                    &infos,
+                    ScalingMetrics::all_failed(
+                        asked(),
+                        &format!("the metrics backend did not answer within {:?}", ctx.config.request_timeout),
+                    ),
                 ),
-            }
+            };
+            gpu.apply(&mut observed);
+            observed
         }
     };
     let scale_now = CurrentScale { replicas: current, status_replicas };
@@ -1004,7 +1030,12 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 _ => "invalid",
             }
             .to_owned(),
-            reason: r.reason.clone(),
+            // Where a GPU rule's values came from (an exporter, or the backend and why).
+            reason: match (r.reason.clone(), gpu.source_note(&r.name)) {
+                (Some(reason), Some(note)) if r.status == RuleStatus::Ok => Some(format!("{reason}; {note}")),
+                (None, Some(note)) => Some(note),
+                (reason, _) => reason,
+            },
         })
         .collect();
 

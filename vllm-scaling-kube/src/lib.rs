@@ -59,6 +59,7 @@ mod crd;
 mod discovery;
 mod error;
 mod events;
+mod gpu;
 mod lease;
 mod serve;
 mod telemetry;
@@ -79,6 +80,10 @@ pub use discovery::{
     SCRAPE_ANNOTATION, is_object_name, match_annotation, match_model, pod_info, served_models, workload_serves,
 };
 pub use error::{Error, Result};
+pub use gpu::{
+    DEFAULT_EXPORTER_PORT, EXPORTER_SELECTORS, ExporterKind, GPU_EXPORTER_NAME, GpuExporters, GpuReading, NodeExporter,
+    PodGpu, dcgm_pod_values, exporter_kind, exporter_port, node_exporters, reads_from_exporters,
+};
 pub use lease::{LeaderElector, Leadership, LeaseAction, LeaseConfig, decide as decide_lease};
 pub use serve::bind as bind_http;
 pub use telemetry::{

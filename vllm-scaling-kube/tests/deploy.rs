@@ -183,3 +183,93 @@ async fn the_rbac_allows_every_request_the_controller_makes() {
     );
     assert!(!seen.iter().any(|s| s.starts_with("delete")));
 }
+
+/// Every `.Values.a.b` a chart template reads (outside `range` blocks, where `.` is the
+/// item) is set in values.yaml: a typo renders as an empty string in Helm, not an error.
+#[test]
+fn every_value_the_chart_templates_read_is_defined() {
+    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    let dir = repo("deploy/helm/vllm-autoscaler/templates");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in text.match_indices(".Values.") {
+            let rest = &text[at + ".Values.".len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_')).unwrap_or(rest.len());
+            let key = rest[..end].trim_end_matches('.');
+            let mut v = &values;
+            for part in key.split('.') {
+                v = v.get(part).unwrap_or_else(|| panic!("{}: .Values.{key} is not in values.yaml", path.display()));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} value references found");
+}
+
+/// The controller finds the GPU exporter pods that deploy/ and the chart create, by their
+/// label, and reads them on their `metrics` port: no flag ties the two together.
+#[test]
+fn the_gpu_exporter_pods_are_the_ones_the_controller_looks_for() {
+    let ds = find(&documents("deploy/gpu-exporter/daemonset.yaml"), "DaemonSet").clone();
+    let template = &ds["spec"]["template"];
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": serde_json::to_value(&template["metadata"]).unwrap(),
+        "spec": serde_json::to_value(&template["spec"]).unwrap(),
+    }))
+    .unwrap();
+    assert_eq!(vllm_scaling_kube::exporter_kind(&pod), Some(vllm_scaling_kube::ExporterKind::GpuExporter));
+    assert_eq!(vllm_scaling_kube::exporter_port(&pod), 9400);
+    let listen = template["spec"]["containers"][0]["args"].as_sequence().unwrap();
+    assert!(listen.iter().any(|a| a.as_str() == Some("--listen=0.0.0.0:9400")));
+
+    let chart = read("deploy/helm/vllm-autoscaler/templates/gpu-exporter.yaml");
+    assert!(chart.starts_with("{{- if .Values.gpuExporter.enabled }}"), "the DaemonSet is behind gpuExporter.enabled");
+    let pod_labels = chart.split("  template:\n    metadata:\n      labels:\n").nth(1).unwrap();
+    assert!(
+        pod_labels.lines().next().unwrap().trim()
+            == format!("app.kubernetes.io/name: {}", vllm_scaling_kube::GPU_EXPORTER_NAME),
+        "the chart's exporter pods carry the label the controller selects: {pod_labels}"
+    );
+    assert!(chart.contains("- name: metrics\n              containerPort: {{ .Values.gpuExporter.port }}"));
+    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    assert_eq!(values["gpuExporter"]["enabled"], Value::Bool(true), "installed by default");
+    assert_eq!(values["gpuExporter"]["port"].as_u64(), Some(u64::from(vllm_scaling_kube::DEFAULT_EXPORTER_PORT)));
+}
+
+/// Logs are JSON in deploy/ and the chart; the chart's notes print no placeholder and the
+/// CRD upgrade step.
+#[test]
+fn deployments_log_json_and_the_notes_are_complete() {
+    let controller = find(&documents("deploy/controller/deployment.yaml"), "Deployment").clone();
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].as_sequence().unwrap().clone();
+    assert!(args.iter().any(|a| a.as_str() == Some("--log-format=json")), "{args:?}");
+    let exporter = find(&documents("deploy/gpu-exporter/daemonset.yaml"), "DaemonSet").clone();
+    let args = exporter["spec"]["template"]["spec"]["containers"][0]["args"].as_sequence().unwrap().clone();
+    assert!(args.iter().any(|a| a.as_str() == Some("--log-format=json")), "{args:?}");
+    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    assert_eq!(values["logFormat"].as_str(), Some("json"));
+    for template in ["controller.yaml", "gpu-exporter.yaml"] {
+        let text = read(&format!("deploy/helm/vllm-autoscaler/templates/{template}"));
+        assert!(text.contains("- --log-format={{ .Values.logFormat }}"), "{template}");
+    }
+    let notes = read("deploy/helm/vllm-autoscaler/templates/NOTES.txt");
+    let prose = notes.replace("<<'POLICY'", "");
+    for placeholder in ["…", "...", "<", "TODO", "example.com"] {
+        assert!(!prose.contains(placeholder), "NOTES.txt has a placeholder `{placeholder}`");
+    }
+    assert!(notes.contains("kubectl apply --server-side --force-conflicts -f"), "the CRD upgrade step");
+    // The policy the notes apply is the seed's example.
+    let inline: String = notes
+        .split("<<'POLICY'\n")
+        .nth(1)
+        .and_then(|s| s.split("  POLICY\n").next())
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let inline: Value = serde_yaml_ng::from_str(&inline).unwrap();
+    assert_eq!(inline, documents("deploy/examples/example-policy.yaml")[0]);
+}

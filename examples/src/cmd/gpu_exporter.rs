@@ -20,6 +20,9 @@ use vllm_scaling_nvml::{
 /// Arguments of `gpu-exporter`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value = "text", env = super::logs::LOG_FORMAT_ENV)]
+    log_format: super::logs::LogFormat,
     /// Address to serve `/metrics` and `/healthz` on (9400 is dcgm-exporter's port).
     #[arg(long, default_value = "0.0.0.0:9400")]
     listen: SocketAddr,
@@ -135,7 +138,7 @@ fn node_name(given: Option<String>) -> String {
 /// Runs the exporter until SIGINT/SIGTERM. Exit status 2 when NVML cannot be loaded and
 /// `--allow-no-gpu` is not given; 1 on other start-up failures.
 pub(crate) fn run(args: Args) -> ExitCode {
-    let _ = tracing_subscriber::fmt().with_env_filter(env_filter()).with_writer(std::io::stderr).try_init();
+    super::logs::init(args.log_format);
     let devices = match &args.nvml_library {
         Some(path) => NvmlDevices::with_library(path),
         None => NvmlDevices::new(),
@@ -155,15 +158,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     match serve(args, gpus) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gpu-exporter: {e:#}");
+            eprintln!("gpu-exporter: {}", super::logs::chain(&e));
             ExitCode::from(1)
         }
     }
-}
-
-fn env_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 fn serve(args: Args, devices: Option<NvmlDevices>) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 pub(crate) mod crd;
 pub(crate) mod emulate_vllm;
 pub(crate) mod gpu_exporter;
+pub(crate) mod logs;
 pub(crate) mod observe;
 pub(crate) mod replay;
 pub(crate) mod run;

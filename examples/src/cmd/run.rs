@@ -64,9 +64,10 @@ pub(crate) struct Args {
     /// Policies evaluated at once.
     #[arg(long, default_value_t = 256)]
     concurrency: u16,
-    /// Log format: `text` or `json`.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line;
+    /// what deploy/ and the Helm chart set).
+    #[arg(long, value_enum, default_value = "text", env = super::logs::LOG_FORMAT_ENV)]
+    log_format: super::logs::LogFormat,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -75,7 +76,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub(crate) fn run(args: Args) -> ExitCode {
-    init_logs(&args.log_format);
+    super::logs::init(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -86,17 +87,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     match runtime.block_on(controller(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "vllm-autoscaler run failed");
+            tracing::error!(error = super::logs::chain(&e), "vllm-autoscaler run failed");
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
 async fn kube_config(args: &Args) -> anyhow::Result<kube::Config> {
