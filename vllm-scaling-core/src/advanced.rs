@@ -297,6 +297,12 @@ pub(crate) fn resolve(
         if p.rules.as_ref().is_some_and(Vec::is_empty) {
             err("panic.rules", "must name at least one rule when given (omit it for every rule)".to_owned());
         }
+        if panic_rules.len() > crate::policy::MAX_SCALING_RULES {
+            err(
+                "panic.rules",
+                format!("must name at most {} rules, got {}", crate::policy::MAX_SCALING_RULES, panic_rules.len()),
+            );
+        }
         for (i, key) in panic_rules.iter().enumerate() {
             if !rules.iter().any(|r| &r.key == key) {
                 err(

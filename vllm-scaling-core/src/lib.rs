@@ -70,7 +70,8 @@ pub use metric::{Metric, MetricInfo, TargetType, UnknownMetric};
 pub use observation::{CurrentScale, PodMetrics, PodPhase, ScalingMetrics};
 pub use policy::{
     API_VERSION, Behavior, DEFAULT_DOWNSCALE_STABILIZATION, DEFAULT_QUANTILE, DEFAULT_TOLERANCE, DEFAULT_WINDOW_SECS,
-    DirectionalTolerance, HpaScalingPolicy, HpaScalingRules, KIND, MAX_PERIOD_SECS, MAX_STABILIZATION_WINDOW_SECS,
+    DirectionalTolerance, HpaScalingPolicy, HpaScalingRules, KIND, MAX_PERIOD_SECS, MAX_QUERY_LEN, MAX_RATE_POLICIES,
+    MAX_SCALING_RULES, MAX_SCHEDULES, MAX_STABILIZATION_WINDOW_SECS, MAX_TARGET_FIELD_LEN, MAX_WINDOW_LEN,
     MetricSource, Mode, ObjectMeta, PolicyError, PolicyErrors, PolicySpec, PolicyType, ResolvedBehavior,
     ResolvedDirection, ResolvedPolicy, ResolvedRule, ScaleTargetRef, ScalingRule, SelectPolicy, ToleranceSpec,
     VllmScalingPolicy, parse_policies, parse_policy, parse_prom_duration, policy_from_value, to_milli,
@@ -82,5 +83,5 @@ pub use ports::{
 pub use scenario::{
     ReplayLine, ReplayRule, Scenario, ScenarioController, ScenarioError, ScenarioPod, ScenarioStep, StepExpectation,
 };
-pub use schedule::{Bounds, ResolvedSchedule, ScheduleSpec, ScheduleZone, Weekday};
+pub use schedule::{Bounds, MAX_SCHEDULE_NAME_LEN, ResolvedSchedule, ScheduleSpec, ScheduleZone, Weekday};
 pub use time::{Clock, FakeClock, Timestamp};

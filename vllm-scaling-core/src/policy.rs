@@ -1,6 +1,6 @@
 //! The `vLLMScalingPolicy` resource: its serde model, parsing and validation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -402,6 +402,22 @@ fn prefixed(prefix: &str, path: &serde_path_to_error::Path) -> String {
 pub const MAX_STABILIZATION_WINDOW_SECS: i32 = 3600;
 /// Kubernetes' limit on a rate policy's `periodSeconds`.
 pub const MAX_PERIOD_SECS: i32 = 1800;
+/// The most scaling rules one policy may hold (the CRD's `maxItems` on `scalingRules`).
+/// Every rule is evaluated, queried and reported in the status on every evaluation, and
+/// the CRD's CEL rules compare rule names pairwise: the bound keeps both cheap.
+pub const MAX_SCALING_RULES: usize = 64;
+/// The most rate policies per `behavior` direction (the CRD's `maxItems`).
+pub const MAX_RATE_POLICIES: usize = 16;
+/// The most entries of `spec.schedules` (the CRD's `maxItems`).
+pub const MAX_SCHEDULES: usize = 32;
+/// The longest `query` of a `custom` rule, in bytes (the CRD's `maxLength`).
+pub const MAX_QUERY_LEN: usize = 4096;
+/// The longest `window` of a rule, in bytes (the CRD's `maxLength`).
+pub const MAX_WINDOW_LEN: usize = 32;
+/// The longest `scaleTargetRef` field (`apiVersion`, `kind`, `name`), in bytes: a
+/// Kubernetes object name or a served model id (the CRD's `maxLength`).
+pub const MAX_TARGET_FIELD_LEN: usize = 253;
+
 /// The default tolerance (the kube-controller-manager flag's default).
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
 /// The default quantile of latency rules.
@@ -533,6 +549,19 @@ impl PolicySpec {
             if target.name.trim().is_empty() {
                 err("scaleTargetRef.name", "must not be empty".into());
             }
+            let fields = [
+                ("apiVersion", target.api_version.as_deref()),
+                ("kind", Some(&target.kind)),
+                ("name", Some(&target.name)),
+            ];
+            for (field, value) in fields {
+                if let Some(v) = value.filter(|v| v.len() > MAX_TARGET_FIELD_LEN) {
+                    err(
+                        &format!("scaleTargetRef.{field}"),
+                        format!("must be at most {MAX_TARGET_FIELD_LEN} characters, got {}", v.len()),
+                    );
+                }
+            }
         }
         let min_replicas = self.min_replicas.unwrap_or(1);
         // 0 only with scaleToZero (the HPA's HPAScaleToZero gate has the same shape).
@@ -562,7 +591,18 @@ impl PolicySpec {
         if self.scaling_rules.is_empty() {
             err("scalingRules", "must hold at least one rule".into());
         }
+        if self.scaling_rules.len() > MAX_SCALING_RULES {
+            // Checked before the rules themselves: a policy this large is refused whole, and
+            // its rules are not looked at one by one (the API server refuses it the same way).
+            err(
+                "scalingRules",
+                format!("must hold at most {MAX_SCALING_RULES} rules, got {}", self.scaling_rules.len()),
+            );
+            return Err(PolicyErrors(errors));
+        }
         let mut rules: Vec<ResolvedRule> = Vec::with_capacity(self.scaling_rules.len());
+        // Each key's first index, so a duplicate is found in one look-up.
+        let mut first_index: HashMap<String, usize> = HashMap::with_capacity(self.scaling_rules.len());
         for (i, rule) in self.scaling_rules.iter().enumerate() {
             let at = |field: &str| format!("scalingRules[{i}].{field}");
             let info = rule.metric.info();
@@ -574,9 +614,11 @@ impl PolicySpec {
             {
                 err(&at("name"), format!("`{name}` must be 1-63 letters, digits, `_` or `-`"));
             }
-            if let Some(j) = rules.iter().position(|r| r.key == key) {
+            if let Some(&j) = first_index.get(&key) {
                 let hint = if rule.metric == Metric::Custom { "; give each custom rule a unique `name`" } else { "" };
                 err(&at("metric"), format!("duplicate rule `{key}` (also scalingRules[{j}]){hint}"));
+            } else {
+                first_index.insert(key.clone(), i);
             }
             let threshold = rule.threshold;
             if !threshold.is_finite() || threshold <= 0.0 {
@@ -594,6 +636,9 @@ impl PolicySpec {
             match (rule.metric, &rule.query) {
                 (Metric::Custom, None) => err(&at("query"), "a `custom` rule needs a PromQL `query`".into()),
                 (Metric::Custom, Some(q)) if q.trim().is_empty() => err(&at("query"), "must not be empty".into()),
+                (Metric::Custom, Some(q)) if q.len() > MAX_QUERY_LEN => {
+                    err(&at("query"), format!("must be at most {MAX_QUERY_LEN} characters, got {}", q.len()));
+                }
                 (m, Some(_)) if m != Metric::Custom => {
                     err(&at("query"), format!("only `custom` rules take a query; `{}` has a built-in one", m.name()));
                 }
@@ -615,6 +660,10 @@ impl PolicySpec {
             }
             let window = match &rule.window {
                 None => Duration::from_secs(u64::from(DEFAULT_WINDOW_SECS)),
+                Some(w) if w.len() > MAX_WINDOW_LEN => {
+                    err(&at("window"), format!("must be at most {MAX_WINDOW_LEN} characters, got {}", w.len()));
+                    Duration::from_secs(1)
+                }
                 Some(w) => match parse_prom_duration(w) {
                     Ok(d) if d >= Duration::from_secs(1) => d,
                     Ok(_) => {
@@ -725,6 +774,12 @@ fn resolve_direction(
         Some(list) => {
             if list.is_empty() {
                 err(&format!("{path}.policies"), "must hold at least one policy when given".into());
+            }
+            if list.len() > MAX_RATE_POLICIES {
+                err(
+                    &format!("{path}.policies"),
+                    format!("must hold at most {MAX_RATE_POLICIES} policies, got {}", list.len()),
+                );
             }
             for (i, p) in list.iter().enumerate() {
                 if p.value <= 0 {
@@ -918,6 +973,32 @@ spec:
         assert_eq!(e[0].path, "spec.scalingRules[0].query");
         let ok = "maxReplicas: 5\nscalingRules: [{metric: custom, name: a, query: 'sum(x)', threshold: 1}, {metric: custom, name: b, query: 'sum(y)', threshold: 1}]";
         assert_eq!(parse_policy(ok).unwrap().1.rules[1].key, "b");
+    }
+
+    #[test]
+    fn a_policy_with_too_many_rules_is_refused_with_the_bound() {
+        // Issue 10 item 14: 100,000 rules (once 65 CPU-s of pairwise de-duplication) are
+        // refused by the bound, the API server's `maxItems`.
+        let (policy, _) = parse_policy(&spec_with("")).unwrap();
+        let mut spec = policy.spec;
+        let rule =
+            ScalingRule { metric: Metric::Custom, query: Some("sum(x)".into()), ..spec.scaling_rules[0].clone() };
+        spec.scaling_rules =
+            (0..100_000).map(|i| ScalingRule { name: Some(format!("r{i}")), ..rule.clone() }).collect();
+        let PolicyErrors(e) = spec.validate().unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "spec.scalingRules");
+        assert_eq!(e[0].reason, "must hold at most 64 rules, got 100000");
+        // At the bound, every rule is checked and duplicates still name their first index.
+        let mut text = String::from("maxReplicas: 5\nscalingRules:\n");
+        for i in 0..MAX_SCALING_RULES - 1 {
+            text.push_str(&format!("  - {{metric: custom, name: r{i}, query: 'sum(x)', threshold: 1}}\n"));
+        }
+        text.push_str("  - {metric: custom, name: r7, query: 'sum(x)', threshold: 1}\n");
+        let e = errors_of(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "spec.scalingRules[63].metric");
+        assert!(e[0].reason.starts_with("duplicate rule `r7` (also scalingRules[7])"), "{}", e[0].reason);
     }
 
     #[test]

@@ -308,6 +308,9 @@ impl Bounds {
     }
 }
 
+/// The longest schedule `name`, in bytes (the CRD's `maxLength`).
+pub const MAX_SCHEDULE_NAME_LEN: usize = 253;
+
 /// Validates `spec.schedules` against the spec's bounds. `zero_allowed` says whether a
 /// scheduled `minReplicas: 0` is valid (scale-to-zero is configured).
 pub(crate) fn resolve_schedules(
@@ -317,15 +320,24 @@ pub(crate) fn resolve_schedules(
     zero_allowed: bool,
     err: &mut dyn FnMut(&str, String),
 ) -> Vec<ResolvedSchedule> {
+    if specs.len() > crate::policy::MAX_SCHEDULES {
+        err("schedules", format!("must hold at most {} schedules, got {}", crate::policy::MAX_SCHEDULES, specs.len()));
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(specs.len());
+    let mut first_index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, spec) in specs.iter().enumerate() {
         let at = |field: &str| format!("schedules[{i}].{field}");
         let name = spec.name.clone().unwrap_or_else(|| format!("schedules[{i}]"));
         if let Some(n) = &spec.name {
             if n.trim().is_empty() {
                 err(&at("name"), "must not be empty".into());
-            } else if let Some(j) = specs[..i].iter().position(|o| o.name.as_deref() == Some(n.as_str())) {
+            } else if n.len() > MAX_SCHEDULE_NAME_LEN {
+                err(&at("name"), format!("must be at most {MAX_SCHEDULE_NAME_LEN} characters, got {}", n.len()));
+            } else if let Some(j) = first_index.get(n.as_str()) {
                 err(&at("name"), format!("duplicate schedule name `{n}` (also schedules[{j}])"));
+            } else {
+                first_index.insert(n, i);
             }
         }
         let zone = match ScheduleZone::parse(&spec.time_zone) {

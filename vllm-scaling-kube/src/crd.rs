@@ -44,8 +44,20 @@ pub const PLURAL: &str = "vllmscalingpolicies";
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicas"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.currentReplicas"),
     printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "The Ready condition: the spec is valid and the target resolved"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"ScalingActive\")].status",
+        description = "The ScalingActive condition: the rules computed replicas from their metrics"
+    ),
     printcolumn(name = "Winning Rule", type_ = "string", json_path = ".status.winningRule"),
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", priority = 1),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Limited By", type_ = "string", json_path = ".status.limitedBy", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -311,13 +323,22 @@ impl VllmScalingPolicyResource {
 }
 
 /// The `CustomResourceDefinition` of `vLLMScalingPolicy`: generated from the core's types
-/// by kube's derive and schemars, then tightened where schemars cannot say enough:
+/// by kube's derive and schemars, then tightened so that the API server admits exactly
+/// what `vllm-autoscaler validate` accepts:
 ///
+/// * every bound of core validation the schema can say (`minimum`, `maximum`, `pattern`,
+///   `minItems`), `maxItems`/`maxLength` on every list and string (the same bounds as
+///   core, [`vllm_scaling_core::MAX_SCALING_RULES`] and friends; they also bound the
+///   estimated cost of the CEL rules), and the defaults `minReplicas: 1`, `mode: active`;
+/// * the cross-field rules as CEL `x-kubernetes-validations` (min <= max, `minReplicas: 0`
+///   only with `scaleToZero`, percent thresholds <= 100, unique rule names, `query`
+///   exactly on `custom` rules, rule references of panic, predictive and scale to zero);
 /// * `tolerance` is a number or an object (an untagged union): a structural schema cannot
-///   type it, so it keeps unknown fields and the controller validates it (`Ready=False`
-///   naming the field);
-/// * bounds the API server can check itself (`maxReplicas >= 1`, thresholds > 0,
-///   quantiles in (0, 1), the HPA's limits on windows and periods, at least one rule).
+///   type it and CEL cannot read a node of unknown type, so it keeps unknown fields.
+///
+/// What stays with the controller (`Ready=False` naming the field): `tolerance`, schedule
+/// time-zone names (the bundled IANA database), durations made only of milliseconds that
+/// add up to less than 1s, and numbers too large for their type.
 #[must_use]
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = VllmScalingPolicyResource::crd();
@@ -343,9 +364,32 @@ pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
     ))
 }
 
-/// Adds the bounds; returns the schema paths it expected and did not find (a test keeps
-/// this empty, so a renamed field cannot silently lose its bound).
+/// A rule name, as CEL reads it: the rule's `name`, else its metric (core's rule key).
+const RULE_KEY: &str = "(has(r.name) ? r.name : r.metric)";
+
+/// The metrics whose thresholds are percentages.
+const PERCENT_METRICS: &str = "['kv_cache_usage', 'gpu_utilization', 'gpu_memory_used']";
+/// The metrics that take a `quantile`.
+const QUANTILE_METRICS: &str = "['latency', 'ttft', 'itl', 'queue_time']";
+/// The metrics whose default target type is `Value` (fleet-level).
+const VALUE_METRICS: &str = "['latency', 'ttft', 'itl', 'queue_time', 'custom']";
+
+/// One CEL rule: its expression, the message, and the field the API server names.
+fn cel(rule: &str, message: &str, field_path: &str) -> Value {
+    let mut v = json!({"rule": rule, "message": message});
+    if !field_path.is_empty() {
+        v["fieldPath"] = json!(field_path);
+    }
+    v
+}
+
+/// Adds the bounds and the CEL rules; returns the schema paths it expected and did not
+/// find (a test keeps this empty, so a renamed field cannot silently lose its bound).
 fn tighten(root: &mut Value) -> Vec<String> {
+    use vllm_scaling_core::{
+        MAX_QUERY_LEN, MAX_RATE_POLICIES, MAX_SCALING_RULES, MAX_SCHEDULE_NAME_LEN, MAX_SCHEDULES,
+        MAX_TARGET_FIELD_LEN, MAX_WINDOW_LEN,
+    };
     let mut missing = Vec::new();
     let Some(spec) = root.pointer_mut("/properties/spec") else { return vec!["/properties/spec".to_owned()] };
     let mut set = |node: &mut Value, pointer: &str, key: &str, value: Value| {
@@ -356,8 +400,28 @@ fn tighten(root: &mut Value) -> Vec<String> {
         }
     };
     set(spec, "/properties/maxReplicas", "minimum", json!(1));
-    set(spec, "/properties/minReplicas", "minimum", json!(1));
+    set(spec, "/properties/minReplicas", "minimum", json!(0));
+    // Defaults the API server writes into the stored object, so `kubectl get vsp` shows
+    // them (the MIN and MODE columns); core applies the same ones to an absent field.
+    set(spec, "/properties/minReplicas", "default", json!(1));
+    set(spec, "/properties/mode", "default", json!("active"));
+    // Not nullable, so that an explicit `null` is dropped and defaulted like an absent
+    // field (as core reads it) instead of reaching the CEL rules as null.
+    for field in ["minReplicas", "mode"] {
+        if let Some(Value::Object(map)) = spec.pointer_mut(&format!("/properties/{field}")) {
+            map.remove("nullable");
+        }
+    }
+
+    let target = "/properties/scaleTargetRef/properties";
+    for field in ["apiVersion", "kind", "name"] {
+        set(spec, &format!("{target}/{field}"), "maxLength", json!(MAX_TARGET_FIELD_LEN));
+    }
+    set(spec, &format!("{target}/kind"), "pattern", json!("\\S"));
+    set(spec, &format!("{target}/name"), "pattern", json!("\\S"));
+
     set(spec, "/properties/scalingRules", "minItems", json!(1));
+    set(spec, "/properties/scalingRules", "maxItems", json!(MAX_SCALING_RULES));
     let rule = "/properties/scalingRules/items/properties";
     set(spec, &format!("{rule}/threshold"), "exclusiveMinimum", json!(true));
     set(spec, &format!("{rule}/threshold"), "minimum", json!(0));
@@ -366,12 +430,56 @@ fn tighten(root: &mut Value) -> Vec<String> {
     set(spec, &format!("{rule}/quantile"), "exclusiveMaximum", json!(true));
     set(spec, &format!("{rule}/quantile"), "maximum", json!(1));
     set(spec, &format!("{rule}/name"), "pattern", json!("^[A-Za-z0-9_-]{1,63}$"));
+    set(spec, &format!("{rule}/name"), "maxLength", json!(63));
+    set(spec, &format!("{rule}/query"), "maxLength", json!(MAX_QUERY_LEN));
+    set(spec, &format!("{rule}/query"), "pattern", json!("\\S"));
     set(spec, &format!("{rule}/window"), "pattern", json!("^([0-9]+(ms|s|m|h|d))+$"));
+    set(spec, &format!("{rule}/window"), "maxLength", json!(MAX_WINDOW_LEN));
+    set(spec, &format!("{rule}/fallbackReplicas"), "minimum", json!(1));
+    set(
+        spec,
+        "/properties/scalingRules/items",
+        "x-kubernetes-validations",
+        json!([
+            cel(
+                &format!("!(self.metric in {PERCENT_METRICS}) || self.threshold <= 100.0"),
+                "this metric is a percentage: the threshold must be at most 100",
+                ".threshold"
+            ),
+            cel(
+                "self.metric == 'custom' ? has(self.query) : !has(self.query)",
+                "a custom rule needs a PromQL query, and only custom rules take one",
+                ".query"
+            ),
+            cel(
+                &format!("!has(self.quantile) || self.metric in {QUANTILE_METRICS}"),
+                "quantile applies only to latency metrics (latency, ttft, itl, queue_time)",
+                ".quantile"
+            ),
+            cel(
+                "!has(self.source) || self.source != 'nvml' || self.metric in ['gpu_utilization', 'gpu_memory_used']",
+                "nvml serves only gpu_utilization and gpu_memory_used",
+                ".source"
+            ),
+            cel(
+                "!(self.metric == 'custom' && has(self.source) && self.source == 'pods')",
+                "a custom rule is a PromQL query: its source is prometheus or auto",
+                ".source"
+            ),
+            cel(
+                "!has(self.window) || (!self.window.matches('^(0+(ms|s|m|h|d))+$') && !self.window.matches('^0*[0-9]{1,3}ms$'))",
+                "the window must be at least 1s",
+                ".window"
+            ),
+        ]),
+    );
+
     for dir in ["scaleUp", "scaleDown"] {
         let base = format!("/properties/behavior/properties/{dir}/properties");
         set(spec, &format!("{base}/stabilizationWindowSeconds"), "minimum", json!(0));
         set(spec, &format!("{base}/stabilizationWindowSeconds"), "maximum", json!(3600));
         set(spec, &format!("{base}/policies"), "minItems", json!(1));
+        set(spec, &format!("{base}/policies"), "maxItems", json!(MAX_RATE_POLICIES));
         set(spec, &format!("{base}/policies/items/properties/value"), "minimum", json!(1));
         set(spec, &format!("{base}/policies/items/properties/periodSeconds"), "minimum", json!(1));
         set(spec, &format!("{base}/policies/items/properties/periodSeconds"), "maximum", json!(1800));
@@ -379,16 +487,221 @@ fn tighten(root: &mut Value) -> Vec<String> {
         set(spec, &format!("{base}/tolerance"), "exclusiveMaximum", json!(true));
         set(spec, &format!("{base}/tolerance"), "maximum", json!(1));
     }
+
+    let panic = "/properties/panic/properties";
+    for field in ["windowSeconds", "stableWindowSeconds"] {
+        set(spec, &format!("{panic}/{field}"), "minimum", json!(1));
+        set(spec, &format!("{panic}/{field}"), "maximum", json!(3600));
+    }
+    set(spec, &format!("{panic}/thresholdPercent"), "minimum", json!(110));
+    set(spec, &format!("{panic}/thresholdPercent"), "maximum", json!(1000));
+    set(spec, &format!("{panic}/maxScaleUpRate"), "minimum", json!(1));
+    set(spec, &format!("{panic}/maxScaleUpRate"), "exclusiveMinimum", json!(true));
+    set(spec, &format!("{panic}/rules"), "minItems", json!(1));
+    set(spec, &format!("{panic}/rules"), "maxItems", json!(MAX_SCALING_RULES));
+    set(spec, &format!("{panic}/rules/items"), "maxLength", json!(63));
+    set(
+        spec,
+        "/properties/panic",
+        "x-kubernetes-validations",
+        json!([cel(
+            "(has(self.windowSeconds) ? self.windowSeconds : 6) <= (has(self.stableWindowSeconds) ? self.stableWindowSeconds : 60)",
+            "windowSeconds must not exceed stableWindowSeconds",
+            ".windowSeconds"
+        )]),
+    );
+
+    let zero = "/properties/scaleToZero/properties";
+    set(spec, &format!("{zero}/activationRule"), "maxLength", json!(63));
+    set(spec, &format!("{zero}/activationThreshold"), "minimum", json!(0));
+    set(spec, &format!("{zero}/idleSeconds"), "minimum", json!(0));
+    set(spec, &format!("{zero}/idleSeconds"), "maximum", json!(86_400));
+
+    let predictive = "/properties/predictive/properties";
+    set(spec, &format!("{predictive}/rule"), "maxLength", json!(63));
+    set(spec, &format!("{predictive}/horizonSeconds"), "minimum", json!(1));
+    set(spec, &format!("{predictive}/horizonSeconds"), "maximum", json!(3600));
+    set(spec, &format!("{predictive}/historySeconds"), "minimum", json!(10));
+    set(spec, &format!("{predictive}/historySeconds"), "maximum", json!(86_400));
+    set(spec, &format!("{predictive}/confidence"), "minimum", json!(0.5));
+    set(spec, &format!("{predictive}/confidence"), "maximum", json!(1));
+    set(spec, &format!("{predictive}/confidence"), "exclusiveMaximum", json!(true));
+    set(spec, &format!("{predictive}/capacityPerReplica"), "minimum", json!(0));
+    set(spec, &format!("{predictive}/capacityPerReplica"), "exclusiveMinimum", json!(true));
+    set(spec, &format!("{predictive}/minSamples"), "minimum", json!(3));
+    set(spec, &format!("{predictive}/minSamples"), "maximum", json!(10_000));
+
+    let survivors = "/properties/survivorsCheck/properties/headroomPercent";
+    set(spec, survivors, "minimum", json!(0));
+    set(spec, survivors, "maximum", json!(100));
+    set(spec, survivors, "exclusiveMaximum", json!(true));
+
+    set(spec, "/properties/schedules", "maxItems", json!(MAX_SCHEDULES));
+    let schedule = "/properties/schedules/items/properties";
+    set(spec, &format!("{schedule}/name"), "maxLength", json!(MAX_SCHEDULE_NAME_LEN));
+    set(spec, &format!("{schedule}/name"), "pattern", json!("\\S"));
+    set(spec, &format!("{schedule}/timeZone"), "maxLength", json!(64));
+    set(spec, &format!("{schedule}/start"), "pattern", json!("^([01][0-9]|2[0-3]):[0-5][0-9]$"));
+    set(spec, &format!("{schedule}/start"), "maxLength", json!(5));
+    set(spec, &format!("{schedule}/end"), "pattern", json!("^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"));
+    set(spec, &format!("{schedule}/end"), "maxLength", json!(5));
+    set(spec, &format!("{schedule}/days"), "minItems", json!(1));
+    set(spec, &format!("{schedule}/days"), "maxItems", json!(7));
+    // `Weekday` also accepts the full English names (serde aliases schemars does not list).
+    set(
+        spec,
+        &format!("{schedule}/days/items"),
+        "enum",
+        json!([
+            "Mon",
+            "Tue",
+            "Wed",
+            "Thu",
+            "Fri",
+            "Sat",
+            "Sun",
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday"
+        ]),
+    );
+    set(spec, &format!("{schedule}/minReplicas"), "minimum", json!(0));
+    set(spec, &format!("{schedule}/maxReplicas"), "minimum", json!(1));
+    set(
+        spec,
+        "/properties/schedules/items",
+        "x-kubernetes-validations",
+        json!([
+            cel(
+                "has(self.minReplicas) || has(self.maxReplicas)",
+                "a schedule must set minReplicas, maxReplicas or both",
+                ".minReplicas"
+            ),
+            cel(
+                "self.start != self.end && !(self.start == '00:00' && self.end == '24:00')",
+                "the window is empty or a whole day; for every day leave the bounds in the spec",
+                ".end"
+            ),
+            cel(
+                "!has(self.days) || self.days.all(d, self.days.exists_one(e, e.substring(0, 3) == d.substring(0, 3)))",
+                "a day is listed twice",
+                ".days"
+            ),
+        ]),
+    );
+
+    // `tolerance` is a number or a mapping: a structural schema cannot type that union,
+    // and CEL cannot read a node of unknown type, so it keeps any value and the controller
+    // validates it (`Ready=False` naming the field).
     if let Some(tolerance) = spec.pointer_mut("/properties/tolerance") {
         let description = tolerance.get("description").cloned().unwrap_or_else(|| json!(""));
         *tolerance = json!({
             "description": description,
             "x-kubernetes-preserve-unknown-fields": true,
         });
-    } else {
+    }
+    let tolerance_found = spec.pointer("/properties/tolerance").is_some();
+
+    let rule_named = |what: &str| format!("self.scalingRules.exists(r, {RULE_KEY} == {what})");
+    set(
+        spec,
+        "",
+        "x-kubernetes-validations",
+        json!([
+            cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
+            cel(
+                "self.minReplicas != 0 || has(self.scaleToZero)",
+                "minReplicas 0 is allowed only with scaleToZero",
+                ".minReplicas"
+            ),
+            cel(
+                &format!(
+                    "self.scalingRules.all(r, self.scalingRules.exists_one(s, (has(s.name) ? s.name : s.metric) == {RULE_KEY}))"
+                ),
+                "rule names must be unique (a rule's name defaults to its metric: give each custom rule a unique name)",
+                ".scalingRules"
+            ),
+            cel(
+                "self.scalingRules.all(r, !has(r.fallbackReplicas) || r.fallbackReplicas <= self.maxReplicas)",
+                "fallbackReplicas must not exceed maxReplicas",
+                ".scalingRules"
+            ),
+            cel(
+                &format!("!has(self.panic) || !has(self.panic.rules) || self.panic.rules.all(k, {})", rule_named("k")),
+                "panic.rules must name scaling rules (a rule's name, else its metric)",
+                ".panic.rules"
+            ),
+            cel(
+                &format!("!has(self.scaleToZero) || {}", rule_named("self.scaleToZero.activationRule")),
+                "scaleToZero.activationRule must name a scaling rule (a rule's name, else its metric)",
+                ".scaleToZero.activationRule"
+            ),
+            cel(
+                "!has(self.scaleToZero) || self.minReplicas == 0 || (has(self.schedules) && self.schedules.exists(s, has(s.minReplicas) && s.minReplicas == 0))",
+                "scaleToZero has no effect: set minReplicas: 0, or minReplicas: 0 in one of the schedules",
+                ".scaleToZero"
+            ),
+            cel(
+                &format!("!has(self.predictive) || {}", rule_named("self.predictive.rule")),
+                "predictive.rule must name a scaling rule (a rule's name, else its metric)",
+                ".predictive.rule"
+            ),
+            cel(
+                &format!(
+                    "!has(self.predictive) || has(self.predictive.capacityPerReplica) || self.scalingRules.all(r, {RULE_KEY} != self.predictive.rule || (has(r.targetType) ? r.targetType == 'AverageValue' : !(r.metric in {VALUE_METRICS})))"
+                ),
+                "predictive.capacityPerReplica is required when the predictive rule has a fleet-level (Value) threshold",
+                ".predictive.capacityPerReplica"
+            ),
+            cel(
+                "!has(self.schedules) || has(self.scaleToZero) || self.schedules.all(s, !has(s.minReplicas) || s.minReplicas != 0)",
+                "a schedule's minReplicas 0 needs scaleToZero",
+                ".schedules"
+            ),
+            cel(
+                "!has(self.schedules) || self.schedules.all(s, (has(s.minReplicas) ? s.minReplicas : self.minReplicas) <= (has(s.maxReplicas) ? s.maxReplicas : self.maxReplicas))",
+                "a schedule's bounds are inverted: its minReplicas exceeds its maxReplicas (a bound it leaves out is the spec's)",
+                ".schedules"
+            ),
+            cel(
+                "!has(self.schedules) || self.schedules.all(a, !has(a.name) || self.schedules.exists_one(b, has(b.name) && b.name == a.name))",
+                "schedule names must be unique",
+                ".schedules"
+            ),
+        ]),
+    );
+    if !tolerance_found {
         missing.push("/properties/tolerance".to_owned());
     }
+    bound_enums(spec);
     missing
+}
+
+/// Gives every enum string its longest value as `maxLength`: the API server estimates the
+/// cost of a CEL rule from the sizes the schema bounds, and an unbounded string counts as
+/// long as a whole request.
+fn bound_enums(node: &mut Value) {
+    let Some(map) = node.as_object_mut() else { return };
+    if map.get("type") == Some(&json!("string")) && !map.contains_key("maxLength") {
+        let longest = map
+            .get("enum")
+            .and_then(Value::as_array)
+            .map(|values| values.iter().filter_map(Value::as_str).map(|s| s.chars().count()).max().unwrap_or(0));
+        if let Some(longest) = longest {
+            map.insert("maxLength".to_owned(), json!(longest));
+        }
+    }
+    for key in ["properties", "items"] {
+        match map.get_mut(key) {
+            Some(Value::Object(children)) if key == "properties" => children.values_mut().for_each(bound_enums),
+            Some(items) if key == "items" => bound_enums(items),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

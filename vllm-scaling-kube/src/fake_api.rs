@@ -1068,6 +1068,10 @@ async fn handle(shared: Arc<Shared>, stop: watch::Receiver<bool>, req: Request<I
             if inner.get(&key, &ns, &name).is_some() {
                 return error(409, "AlreadyExists", &format!("{} \"{name}\" already exists", kind.plural));
             }
+            // The CRD's schema, defaults and CEL rules, as a real API server admits a write.
+            if let Err(message) = crate::admission::admit_write(&kind.api_version(), &kind.kind, &mut obj) {
+                return error(422, "Invalid", &message);
+            }
             let created = inner.create(&kind, &ns, obj);
             drop(inner);
             shared.changed.notify_waiters();
@@ -1127,13 +1131,16 @@ async fn handle(shared: Arc<Shared>, stop: watch::Receiver<bool>, req: Request<I
                     inner.replace(&kind, &ns, name, old, new, Sub::Status)
                 }
                 None => {
-                    let new = if method == Method::PUT {
+                    let mut new = if method == Method::PUT {
                         body
                     } else {
                         let mut n = old.clone();
                         merge_patch(&mut n, &body);
                         n
                     };
+                    if let Err(message) = crate::admission::admit_write(&kind.api_version(), &kind.kind, &mut new) {
+                        return error(422, "Invalid", &message);
+                    }
                     inner.replace(&kind, &ns, name, old, new, Sub::Main)
                 }
                 Some(other) => return error(404, "NotFound", &format!("no subresource {other}")),

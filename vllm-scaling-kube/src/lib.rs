@@ -54,6 +54,7 @@
 //! # }
 //! ```
 
+pub mod admission;
 mod controller;
 mod crd;
 mod discovery;

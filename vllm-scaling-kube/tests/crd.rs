@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vllm_scaling_kube::{VllmScalingPolicyResource, crd, crd_yaml};
+use vllm_scaling_kube::{VllmScalingPolicyResource, admission, crd, crd_yaml};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -55,7 +55,17 @@ fn names_scope_columns_and_subresources() {
         .filter(|c| c.get("priority").is_none())
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Target", "Min", "Max", "Replicas", "Desired", "Winning Rule", "Age"]);
+    assert_eq!(
+        columns,
+        ["Target", "Min", "Max", "Replicas", "Desired", "Ready", "Active", "Winning Rule", "Mode", "Age"]
+    );
+    // READY and ACTIVE read the conditions the controller writes.
+    let path = |name: &str| {
+        version["additionalPrinterColumns"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["jsonPath"]
+            .clone()
+    };
+    assert_eq!(path("Ready"), ".status.conditions[?(@.type==\"Ready\")].status");
+    assert_eq!(path("Active"), ".status.conditions[?(@.type==\"ScalingActive\")].status");
 }
 
 /// The structural-schema rules of `apiextensions.k8s.io/v1` (the ones kube's derive can get
@@ -119,96 +129,19 @@ fn the_schema_is_structural() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
-/// A small validator for the OpenAPI subset the schema uses, with the API server's
-/// strict field validation (unknown fields are errors, as `kubectl apply` reports them).
-fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if value.is_null() {
-        if schema.get("nullable") != Some(&json!(true)) && schema.get("x-kubernetes-preserve-unknown-fields").is_none()
-        {
-            errors.push(format!("{path}: null"));
-        }
-        return;
-    }
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true)) && schema.get("type").is_none() {
-        return;
-    }
-    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
-    let type_ok = match ty {
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "integer" => value.is_i64() || value.is_u64(),
-        "number" => value.is_number(),
-        "boolean" => value.is_boolean(),
-        _ => true,
-    };
-    if !type_ok {
-        errors.push(format!("{path}: expected {ty}, got {value}"));
-        return;
-    }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array)
-        && !options.contains(value)
-    {
-        errors.push(format!("{path}: {value} is not one of {options:?}"));
-    }
-    if let Some(n) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-            let exclusive = schema.get("exclusiveMinimum") == Some(&json!(true));
-            if n < min || (exclusive && n == min) {
-                errors.push(format!("{path}: {n} below minimum {min}"));
-            }
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-            let exclusive = schema.get("exclusiveMaximum") == Some(&json!(true));
-            if n > max || (exclusive && n == max) {
-                errors.push(format!("{path}: {n} above maximum {max}"));
-            }
-        }
-    }
-    match value {
-        Value::Object(map) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            for req in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-                if !map.contains_key(req.as_str().unwrap()) {
-                    errors.push(format!("{path}.{}: required", req.as_str().unwrap()));
-                }
-            }
-            let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
-            for (k, v) in map {
-                match props.and_then(|p| p.get(k)) {
-                    Some(s) => validate(s, v, &format!("{path}.{k}"), errors),
-                    None if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) => {}
-                    None if !preserve => errors.push(format!("{path}.{k}: unknown field")),
-                    None => {}
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && (items.len() as u64) < min
-            {
-                errors.push(format!("{path}: fewer than {min} items"));
-            }
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    validate(item_schema, item, &format!("{path}[{i}]"), errors);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
 const SEED: &str = include_str!("../../deploy/examples/example-policy.yaml");
 
 fn seed() -> Value {
     serde_yaml_ng::from_str(SEED).unwrap()
 }
 
+/// What the API server says about `doc`: the schema (after defaulting) and its CEL rules.
 fn schema_errors(doc: &Value) -> Vec<String> {
-    let mut errors = Vec::new();
-    validate(&schema(), doc, "", &mut errors);
-    errors
+    let mut doc = doc.clone();
+    match admission::admit(&mut doc) {
+        Ok(()) => Vec::new(),
+        Err(v) => v.iter().map(ToString::to_string).collect(),
+    }
 }
 
 #[test]
@@ -236,30 +169,30 @@ fn the_seed_example_applies_verbatim() {
 #[test]
 fn the_schema_rejects_what_it_can_type() {
     let cases: [(&str, Value, &str); 8] = [
-        ("maxReplicas", json!(0), ".spec.maxReplicas: 0 below minimum 1"),
-        ("minReplicas", json!("two"), ".spec.minReplicas: expected integer"),
-        ("scalingRules", json!([]), ".spec.scalingRules: fewer than 1 items"),
+        ("maxReplicas", json!(0), "spec.maxReplicas: must be at least 1, got 0"),
+        ("minReplicas", json!("two"), "spec.minReplicas: expected a whole number, got the text \"two\""),
+        ("scalingRules", json!([]), "spec.scalingRules: must hold at least 1 item, got 0"),
         (
             "scalingRules",
             json!([{"metric": "gpu_util", "threshold": 75}]),
-            ".spec.scalingRules[0].metric: \"gpu_util\" is not one of",
+            "spec.scalingRules[0].metric: the text \"gpu_util\" is not one of queue_length,",
         ),
         (
             "scalingRules",
             json!([{"metric": "queue_length", "threshold": 0}]),
-            ".spec.scalingRules[0].threshold: 0 below minimum 0",
+            "spec.scalingRules[0].threshold: must be greater than 0, got 0",
         ),
         (
             "scalingRules",
             json!([{"metric": "latency", "threshold": 500, "quantile": 1.0}]),
-            ".spec.scalingRules[0].quantile: 1 above maximum 1",
+            "spec.scalingRules[0].quantile: must be less than 1, got 1",
         ),
         (
             "scalingRules",
             json!([{"metric": "queue_length", "threshhold": 10}]),
-            ".spec.scalingRules[0].threshhold: unknown field",
+            "spec.scalingRules[0].threshhold: unknown field `threshhold`; did you mean `threshold`?",
         ),
-        ("mode", json!("aggressive"), ".spec.mode: \"aggressive\" is not one of"),
+        ("mode", json!("aggressive"), "spec.mode: the text \"aggressive\" is not one of active, observe"),
     ];
     for (field, value, expected) in cases {
         let mut doc = seed();
@@ -267,7 +200,8 @@ fn the_schema_rejects_what_it_can_type() {
         let errors = schema_errors(&doc);
         assert!(errors.iter().any(|e| e.starts_with(expected)), "{field}: {errors:#?}");
     }
-    // Both forms of `tolerance` pass the schema; the controller validates the value.
+    // Both forms of `tolerance` pass the schema (CEL cannot read a node of unknown type);
+    // the controller validates the value.
     for tolerance in [json!(0.2), json!({"scaleUp": 0.05, "scaleDown": 0.2}), json!(2.5)] {
         let mut doc = seed();
         doc["spec"]["tolerance"] = tolerance;
