@@ -8,7 +8,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vllm_scaling_core::sim::{
-    ExperimentConfig, FixedAutoscaler, FleetConfig, GeneratorConfig, Plan, PolicyKind, Trace, compare, simulate,
+    ExperimentConfig, FixedAutoscaler, FleetConfig, GeneratorConfig, Learning, Plan, PolicyKind, Start, Trace, compare,
+    simulate,
 };
 
 /// Ten minutes of the built-in generator at its default rate (about 50,000 requests).
@@ -31,10 +32,11 @@ fn fleet(c: &mut Criterion) {
             black_box(simulate(black_box(requests), &config, &mut fixed, &mut |_| {}).expect("runs"))
         });
     });
-    let config = ExperimentConfig { warm_up_pass: false, ..ExperimentConfig::default() };
+    // In sample and cold: the recommended policy replays exactly these requests once.
+    let config = ExperimentConfig { learning: Learning::InSample, start: Start::Cold, ..ExperimentConfig::default() };
     let plan = Plan::prepare(requests, &config, &mut |_, _| {}).expect("plan");
     group.bench_function("vllm-scaling", |b| {
-        b.iter(|| black_box(plan.run(black_box(requests), PolicyKind::VllmScaling, &mut |_| {}).expect("runs")));
+        b.iter(|| black_box(plan.run(black_box(PolicyKind::VllmScaling), &mut |_| {}).expect("runs")));
     });
     group.finish();
 

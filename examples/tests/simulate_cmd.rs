@@ -63,7 +63,21 @@ fn the_seed_example_and_the_bundled_policy_run_on_a_shipped_profile() {
     let r = report(dir.path());
     let names: Vec<&str> = r["policies"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     // Without --recommend the derived policy stays out; the baselines stay in.
-    assert_eq!(names, ["hpa-queue", "kpa", "fixed-peak", "fixed-99", "oracle", "example-policy", "llama3-8b"]);
+    assert_eq!(
+        names,
+        [
+            "hpa-rate",
+            "hpa-queue",
+            "hpa-running",
+            "hpa-kv",
+            "kpa",
+            "fixed-peak",
+            "fixed-99",
+            "oracle",
+            "example-policy",
+            "llama3-8b"
+        ]
+    );
     for name in ["example-policy", "llama3-8b"] {
         let p = policy(&r, name);
         assert_eq!(p["requests"], policy(&r, "oracle")["requests"], "{p}");
@@ -88,29 +102,31 @@ fn the_seed_example_and_the_bundled_policy_run_on_a_shipped_profile() {
 
 #[test]
 fn a_policy_file_gets_the_same_decisions_as_the_built_in_engine_policy() {
-    // hpa-queue is the engine running this policy (maxReplicas from --max-replicas):
-    // the same document from a file must make the same decisions on the same arrivals.
+    // hpa-queue is the engine running this policy at the target tuned on the training
+    // window (maxReplicas from --max-replicas): the same document from a file must make
+    // the same decisions on the same arrivals.
     let dir = tempfile::tempdir().unwrap();
+    let common = ["--policy", "hpa-queue", "--max-replicas", "6", "--gen-mean-rps", "30", "--no-robustness"];
+    let first = dir.path().join("first");
+    let out = simulate(&first, &common);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tuned = report(&first)["tuning"]
+        .as_array()
+        .expect("tuning")
+        .iter()
+        .find(|t| t["policy"] == "hpa-queue")
+        .and_then(|t| t["threshold"].as_f64())
+        .expect("hpa-queue was tuned");
     let file = dir.path().join("mine.yaml");
     std::fs::write(
         &file,
-        "apiVersion: autoscaler.production-stack/v1alpha1\nkind: vLLMScalingPolicy\nmetadata:\n  name: mine\nspec:\n  minReplicas: 1\n  maxReplicas: 6\n  scalingRules:\n    - metric: queue_length\n      threshold: 5\n      source: prometheus\n  behavior: {}\n",
+        format!("apiVersion: autoscaler.production-stack/v1alpha1\nkind: vLLMScalingPolicy\nmetadata:\n  name: mine\nspec:\n  minReplicas: 1\n  maxReplicas: 6\n  scalingRules:\n    - metric: queue_length\n      threshold: {tuned}\n      source: prometheus\n  behavior: {{}}\n"),
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = simulate(
-        &out_dir,
-        &[
-            "--policy",
-            "hpa-queue",
-            "--max-replicas",
-            "6",
-            "--gen-mean-rps",
-            "30",
-            "--policy-file",
-            file.to_str().unwrap(),
-        ],
-    );
+    let mut args = common.to_vec();
+    args.extend(["--policy-file", file.to_str().unwrap()]);
+    let out = simulate(&out_dir, &args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r = report(&out_dir);
     let (theirs, mine) = (policy(&r, "hpa-queue"), policy(&r, "mine"));

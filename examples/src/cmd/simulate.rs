@@ -6,14 +6,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use vllm_scaling_core::sim::{
-    ExperimentConfig, FleetConfig, GeneratorConfig, Plan, PolicyKind, PolicyReport, ReplicaProfile, Router, RunResult,
-    Stage, Trace, TraceOptions, TraceStats,
+    ExperimentConfig, FleetConfig, GeneratorConfig, Learning, Parallel, Plan, PolicyKind, PolicyReport, ReplicaModel,
+    ReplicaProfile, Router, RunResult, SimError, Stage, Start, Trace, TraceOptions, TraceStats, Windows,
 };
 
 mod plot;
@@ -26,8 +27,8 @@ pub(crate) struct Args {
     /// one, the built-in generator (a compressed day of chat traffic with bursts) runs.
     #[arg(long = "trace", value_name = "CSV")]
     traces: Vec<PathBuf>,
-    /// Policies to compare (comma-separated): vllm-scaling, hpa-queue, kpa, fixed-peak,
-    /// fixed-99, oracle. Default: all.
+    /// Policies to compare (comma-separated): vllm-scaling, hpa-rate, hpa-queue,
+    /// hpa-running, hpa-kv, kpa, fixed-peak, fixed-99, oracle. Default: all.
     #[arg(long = "policy", value_delimiter = ',', value_name = "NAME")]
     policies: Vec<PolicyKind>,
     /// Cold start, seconds from the scale decision to a ready replica (default: the
@@ -110,10 +111,11 @@ pub(crate) struct Args {
     #[arg(long, help_heading = "Replica model")]
     max_batched_tokens: Option<u32>,
 
-    /// Pod scrape interval of the baselines, seconds (the recommended policy scrapes pods every 5 s).
+    /// Scrape interval of the modelled Prometheus, seconds, the same for every policy
+    /// (`source: pods` rules read the same scrapes without the Prometheus lag).
     #[arg(long, default_value_t = 15.0, help_heading = "Fleet")]
     scrape_interval: f64,
-    /// Prometheus lag, seconds (rules read from Prometheus see data this old).
+    /// Prometheus query lag, seconds (rules read from Prometheus see scrapes this old).
     #[arg(long, default_value_t = 0.0, help_heading = "Fleet")]
     prometheus_lag: f64,
     /// The engine's sync period, seconds.
@@ -125,18 +127,33 @@ pub(crate) struct Args {
     /// Fewest replicas of the scaling policies.
     #[arg(long, default_value_t = 1, help_heading = "Fleet")]
     min_replicas: i32,
-    /// Most replicas of the scaling policies (default: twice the oracle's peak, the GPU
-    /// quota a capacity planner would grant).
+    /// Most replicas of the scaling policies, your GPU quota (default: twice the
+    /// `fixed-99` fleet sized on the training window).
     #[arg(long, help_heading = "Fleet")]
     max_replicas: Option<i32>,
     /// Load per replica the recommended policy and the KPA aim at, as a share of the
     /// calibrated sustainable rate.
     #[arg(long, default_value_t = ExperimentConfig::default().target_utilization, help_heading = "Fleet")]
     target_utilization: f64,
-    /// Measure adaptive policies from their first pass over the trace (default: they
-    /// replay it twice and are measured on the second pass, starting in their own state).
-    #[arg(long, help_heading = "Fleet")]
-    no_warm_up_pass: bool,
+
+    /// Share of the trace's span that learns (calibration, burst analysis, the
+    /// baselines' tuning, `fixed-99`); the rest is scored. Cut at a whole minute.
+    #[arg(long, default_value_t = 0.5, help_heading = "Scoring")]
+    split: f64,
+    /// A separate training trace to learn from (same format and transforms); the whole
+    /// `--trace` is then scored.
+    #[arg(long, value_name = "CSV", conflicts_with = "in_sample", help_heading = "Scoring")]
+    train: Option<PathBuf>,
+    /// Learn on the scored trace itself (the old behaviour; every table says IN-SAMPLE).
+    #[arg(long, help_heading = "Scoring")]
+    in_sample: bool,
+    /// How every policy enters the scored window: `warm` (replays the training window
+    /// first, its own decisions) or `cold` (adaptive policies at --min-replicas).
+    #[arg(long, default_value = "warm", value_parser = parse_start, help_heading = "Scoring")]
+    start: Start,
+    /// Skip the robustness table (profile constants, lag, routers, seeds, cold starts).
+    #[arg(long, help_heading = "Scoring")]
+    no_robustness: bool,
 
     /// Generator: length of the run, seconds.
     #[arg(long, default_value_t = GeneratorConfig::default().duration_secs, help_heading = "Built-in generator")]
@@ -153,6 +170,54 @@ pub(crate) struct Args {
     /// Generator: rate multiplier inside a burst.
     #[arg(long, default_value_t = GeneratorConfig::default().burst_multiplier, help_heading = "Built-in generator")]
     gen_burst_multiplier: f64,
+}
+
+fn parse_start(s: &str) -> Result<Start, String> {
+    match s {
+        "warm" => Ok(Start::Warm),
+        "cold" => Ok(Start::Cold),
+        other => Err(format!("unknown start `{other}`: expected warm or cold")),
+    }
+}
+
+/// What one job of a plan gives back.
+type JobResult = Result<Vec<f64>, SimError>;
+
+/// Runs a plan's independent jobs on `0` threads.
+struct Threads(usize);
+
+impl Parallel for Threads {
+    fn map(
+        &self,
+        n: usize,
+        job: &(dyn Fn(usize) -> Result<Vec<f64>, SimError> + Sync),
+    ) -> Vec<Result<Vec<f64>, SimError>> {
+        let next = AtomicUsize::new(0);
+        let out: Vec<Mutex<Option<JobResult>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..self.0.clamp(1, n.max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return;
+                        }
+                        let r = job(i);
+                        if let Ok(mut slot) = out[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                });
+            }
+        });
+        out.into_iter()
+            .map(|m| {
+                m.into_inner().ok().flatten().unwrap_or_else(|| {
+                    Err(SimError::Policy { name: "plan".to_owned(), reason: "a worker thread panicked".to_owned() })
+                })
+            })
+            .collect()
+    }
 }
 
 fn parse_router(s: &str) -> Result<Router, String> {
@@ -187,11 +252,16 @@ struct Source {
     jitter_secs: f64,
     time_compression: f64,
     skipped_rows: usize,
+    /// The trace before the transforms (the robustness table replays it with other seeds).
+    #[serde(skip)]
+    raw: Option<Trace>,
 }
 
 #[derive(Serialize)]
 struct Ratios {
-    /// vllm-scaling GPU-hours over the oracle's.
+    /// vllm-scaling GPU-hours over the oracle's lower bound at the attainment target.
+    vllm_scaling_vs_lower_bound_gpu_hours: Option<f64>,
+    /// vllm-scaling GPU-hours over the oracle plan's (replayed).
     vllm_scaling_vs_oracle_gpu_hours: Option<f64>,
     /// vllm-scaling GPU-hours over fixed-99's.
     vllm_scaling_vs_fixed_99_gpu_hours: Option<f64>,
@@ -199,8 +269,26 @@ struct Ratios {
     vllm_scaling_vs_hpa_gpu_hours: Option<f64>,
     /// vllm-scaling attainment minus hpa-queue's.
     vllm_scaling_minus_hpa_attainment: Option<f64>,
-    /// fixed-99 GPU-hours over the oracle's.
-    fixed_99_vs_oracle_gpu_hours: Option<f64>,
+    /// fixed-99 GPU-hours over the oracle's lower bound.
+    fixed_99_vs_lower_bound_gpu_hours: Option<f64>,
+    /// The HPA baseline with the best attainment on the scored window.
+    best_hpa: Option<String>,
+    /// vllm-scaling GPU-hours over the best HPA baseline's.
+    vllm_scaling_vs_best_hpa_gpu_hours: Option<f64>,
+    /// vllm-scaling attainment minus the best HPA baseline's.
+    vllm_scaling_minus_best_hpa_attainment: Option<f64>,
+    /// Whether vllm-scaling is better than the best HPA baseline in attainment at no more
+    /// GPU-hours.
+    vllm_scaling_beats_best_hpa: Option<bool>,
+}
+
+/// The best HPA baseline of a run: the highest attainment (fewer GPU-hours on ties).
+fn best_hpa<'a>(reports: &[&'a PolicyReport]) -> Option<&'a PolicyReport> {
+    reports
+        .iter()
+        .copied()
+        .filter(|r| PolicyKind::HPA.iter().any(|k| k.name() == r.name))
+        .max_by(|a, b| a.slo_attainment.total_cmp(&b.slo_attainment).then(b.gpu_hours.total_cmp(&a.gpu_hours)))
 }
 
 #[derive(Serialize)]
@@ -209,13 +297,22 @@ struct Report<'a> {
     /// The replica profile the run used (after flag overrides).
     profile: &'a ReplicaProfile,
     cold_start_secs: f64,
+    /// Which window was learned and which scored.
+    windows: &'a vllm_scaling_core::sim::WindowInfo,
     config: &'a ExperimentConfig,
     calibration: &'a vllm_scaling_core::sim::Calibration,
     burstiness: &'a vllm_scaling_core::sim::Burstiness,
     oracle: &'a vllm_scaling_core::sim::OraclePlan,
+    lower_bound: &'a vllm_scaling_core::sim::LowerBound,
     fixed_peak: i32,
     fixed_99: &'a vllm_scaling_core::sim::FixedSearch,
+    max_replicas: i32,
+    tuning: &'a [vllm_scaling_core::sim::Tuning],
+    kpa: &'a vllm_scaling_core::sim::KpaConfig,
     policies: Vec<&'a PolicyReport>,
+    /// Each policy's GPU-hours over the lower bound at its own attainment.
+    vs_lower_bound_at_own_attainment: Vec<(String, Option<f64>)>,
+    robustness: Vec<RobustRow>,
     ratios: Ratios,
     elapsed_secs: f64,
     simulated_requests: usize,
@@ -231,6 +328,17 @@ fn execute(args: &Args) -> Result<()> {
     let user_policies = load_user_policies(args)?;
     let policies = builtin_policies(args);
     let sources = load_sources(args)?;
+    let train = match &args.train {
+        Some(path) => Some(load_trace(args, path)?.1),
+        None => None,
+    };
+    let learning = if args.in_sample {
+        Learning::InSample
+    } else if args.train.is_some() {
+        Learning::TrainFile
+    } else {
+        Learning::Split { fraction: args.split }
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     let many = sources.len() * cold_starts.len() > 1;
@@ -259,13 +367,14 @@ fn execute(args: &Args) -> Result<()> {
                 target_utilization: args.target_utilization,
                 sync_period_secs: args.sync_period,
                 seed: args.seed,
-                warm_up_pass: !args.no_warm_up_pass,
+                learning,
+                start: args.start,
                 ..ExperimentConfig::default()
             };
             let one = run_one(
                 args,
                 source,
-                trace,
+                (trace, train.as_ref()),
                 &config,
                 &Lineup { builtins: &policies, users: &user_policies },
                 &dir,
@@ -293,52 +402,71 @@ fn fmt_secs(v: f64) -> String {
 
 fn load_sources(args: &Args) -> Result<Vec<(Source, Trace)>> {
     let mut out = Vec::new();
-    let transform = |name: String, trace: Trace, skipped_rows: usize| -> Result<(Source, Trace)> {
-        let trace = trace
-            .replicate(args.rate_scale, if args.rate_scale == 1.0 { 0.0 } else { args.jitter }, args.seed)
-            .and_then(|t| t.compress(args.time_compression))
-            .with_context(|| format!("{name}: cannot apply --rate-scale/--jitter/--time-compression"))?;
-        let source = Source {
-            name,
-            stats: trace.stats(),
-            rate_scale: args.rate_scale,
-            jitter_secs: args.jitter,
-            time_compression: args.time_compression,
-            skipped_rows,
-        };
-        Ok((source, trace))
-    };
     if args.traces.is_empty() {
-        let generator = GeneratorConfig {
-            duration_secs: args.gen_duration,
-            daily_period_secs: args.gen_duration,
-            mean_rps: args.gen_mean_rps,
-            arrival_cv: args.gen_arrival_cv,
-            bursts_per_hour: args.gen_bursts_per_hour,
-            burst_multiplier: args.gen_burst_multiplier,
-            ..GeneratorConfig::default()
-        };
+        let generator = generator_config(args);
         let trace = generator.generate(args.seed).context("cannot generate the built-in load")?;
-        out.push(transform("generator".to_owned(), trace, 0)?);
+        out.push(transform(args, "generator".to_owned(), trace, 0)?);
     }
     for path in &args.traces {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the trace {shown}"))?;
-        let parsed =
-            vllm_scaling_core::sim::Trace::parse_csv(&text, TraceOptions { skip_bad_rows: args.skip_bad_rows })
-                .with_context(|| format!("{shown}: invalid trace (use --skip-bad-rows to skip malformed rows)"))?;
-        if parsed.skipped_rows > 0 {
-            let first = parsed.first_skipped.as_ref().map(ToString::to_string).unwrap_or_default();
-            eprintln!("{shown}: skipped {} bad rows (first: {first})", parsed.skipped_rows);
-        }
-        out.push(transform(shown, parsed.trace, parsed.skipped_rows)?);
+        out.push(load_trace(args, path)?);
     }
     Ok(out)
+}
+
+/// The built-in generator as the flags set it.
+fn generator_config(args: &Args) -> GeneratorConfig {
+    GeneratorConfig {
+        duration_secs: args.gen_duration,
+        daily_period_secs: args.gen_duration,
+        mean_rps: args.gen_mean_rps,
+        arrival_cv: args.gen_arrival_cv,
+        bursts_per_hour: args.gen_bursts_per_hour,
+        burst_multiplier: args.gen_burst_multiplier,
+        ..GeneratorConfig::default()
+    }
+}
+
+/// Reads one trace file and applies `--rate-scale`, `--jitter` and `--time-compression`.
+fn load_trace(args: &Args, path: &Path) -> Result<(Source, Trace)> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the trace {shown}"))?;
+    let parsed = vllm_scaling_core::sim::Trace::parse_csv(&text, TraceOptions { skip_bad_rows: args.skip_bad_rows })
+        .with_context(|| format!("{shown}: invalid trace (use --skip-bad-rows to skip malformed rows)"))?;
+    if parsed.skipped_rows > 0 {
+        let first = parsed.first_skipped.as_ref().map(ToString::to_string).unwrap_or_default();
+        eprintln!("{shown}: skipped {} bad rows (first: {first})", parsed.skipped_rows);
+    }
+    transform(args, shown, parsed.trace, parsed.skipped_rows)
+}
+
+/// Applies `--rate-scale`, `--jitter` (seeded by `seed`) and `--time-compression`.
+fn transform_seeded(args: &Args, trace: &Trace, seed: u64) -> Result<Trace> {
+    trace
+        .replicate(args.rate_scale, if args.rate_scale == 1.0 { 0.0 } else { args.jitter }, seed)
+        .and_then(|t| t.compress(args.time_compression))
+        .context("cannot apply --rate-scale/--jitter/--time-compression")
+}
+
+fn transform(args: &Args, name: String, trace: Trace, skipped_rows: usize) -> Result<(Source, Trace)> {
+    let raw = trace.clone();
+    let trace = transform_seeded(args, &trace, args.seed).with_context(|| name.clone())?;
+    let source = Source {
+        name,
+        stats: trace.stats(),
+        rate_scale: args.rate_scale,
+        jitter_secs: args.jitter,
+        time_compression: args.time_compression,
+        skipped_rows,
+        raw: Some(raw),
+    };
+    Ok((source, trace))
 }
 
 struct SweepRow {
     source: String,
     cold_start: f64,
+    in_sample: bool,
+    lower_bound: Option<f64>,
     reports: Vec<PolicyReport>,
 }
 
@@ -350,7 +478,7 @@ fn progress_style() -> ProgressStyle {
 fn run_one(
     args: &Args,
     source: &Source,
-    trace: &Trace,
+    (trace, train): (&Trace, Option<&Trace>),
     config: &ExperimentConfig,
     lineup: &Lineup<'_>,
     dir: &Path,
@@ -368,17 +496,20 @@ fn run_one(
         source.stats.peak_minute_rps,
         fmt_secs(config.fleet.cold_start_secs)
     );
+    let windows = make_windows(requests, train, config).with_context(|| format!("{}: cannot split", source.name))?;
     let multi = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
     } else {
         ProgressDrawTarget::stderr()
     });
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let plan_bar = multi.add(ProgressBar::new(1000).with_style(progress_style()).with_prefix("plan"));
-    let plan = Plan::prepare(requests, config, &mut |stage, f| {
+    let plan = Plan::prepare_windows(windows, config, &Threads(jobs), &mut |stage, f| {
         let msg = match stage {
-            Stage::Calibrate => "calibrating one replica",
-            Stage::Oracle => "oracle: smallest fleet per minute",
-            Stage::Fixed99 => "searching the fixed-99 fleet",
+            Stage::Calibrate => "calibrating one replica on the training window",
+            Stage::Oracle => "oracle: capacity curves of the scored window",
+            Stage::Fixed99 => "sizing fixed-99 on the training window",
+            Stage::Tune => "tuning the baselines on the training window",
             _ => "",
         };
         plan_bar.set_message(msg);
@@ -393,7 +524,6 @@ fn run_one(
         plan.fixed_peak,
         plan.fixed_99.replicas
     ));
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let results: Mutex<Vec<(usize, Result<RunResult, String>)>> = Mutex::new(Vec::new());
     let next = Mutex::new(0usize);
     let names: Vec<String> =
@@ -415,10 +545,10 @@ fn run_one(
                     let Some(bar) = bars.get(i) else { return };
                     let mut progress = |f: f64| bar.set_position((f * 1000.0) as u64);
                     let run = match policies.get(i) {
-                        Some(&kind) => plan.run(requests, kind, &mut progress),
+                        Some(&kind) => plan.run(kind, &mut progress),
                         None => {
                             let user = &user_policies[i - policies.len()];
-                            plan.run_policy(requests, &user.name, user.policy.clone(), &mut progress)
+                            plan.run_policy(&user.name, user.policy.clone(), &mut progress)
                         }
                     }
                     .map_err(|e| format!("{e:#}"));
@@ -436,45 +566,78 @@ fn run_one(
     for (i, r) in results {
         runs.push(r.map_err(|e| anyhow::anyhow!("policy {}: {e}", names[i]))?);
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let reports: Vec<&PolicyReport> = runs.iter().map(|r| &r.report).collect();
+    let robustness = if args.no_robustness {
+        Vec::new()
+    } else {
+        robustness(args, source, train, &plan, &reports, jobs).context("cannot run the robustness table")?
+    };
+    let elapsed = started.elapsed().as_secs_f64();
     let find = |name: &str| reports.iter().find(|r| r.name == name).copied();
     let ratio = |a: Option<&PolicyReport>, b: Option<&PolicyReport>| match (a, b) {
         (Some(a), Some(b)) if b.gpu_hours > 0.0 => Some(a.gpu_hours / b.gpu_hours),
         _ => None,
     };
+    let bound = plan.lower_bound.gpu_hours.filter(|b| *b > 0.0);
     let ours = find("vllm-scaling");
+    let best = best_hpa(&reports);
     let ratios = Ratios {
+        vllm_scaling_vs_lower_bound_gpu_hours: ours.zip(bound).map(|(a, b)| a.gpu_hours / b),
         vllm_scaling_vs_oracle_gpu_hours: ratio(ours, find("oracle")),
         vllm_scaling_vs_fixed_99_gpu_hours: ratio(ours, find("fixed-99")),
         vllm_scaling_vs_hpa_gpu_hours: ratio(ours, find("hpa-queue")),
         vllm_scaling_minus_hpa_attainment: ours
             .zip(find("hpa-queue"))
             .map(|(a, b)| a.slo_attainment - b.slo_attainment),
-        fixed_99_vs_oracle_gpu_hours: ratio(find("fixed-99"), find("oracle")),
+        fixed_99_vs_lower_bound_gpu_hours: find("fixed-99").zip(bound).map(|(a, b)| a.gpu_hours / b),
+        best_hpa: best.map(|b| b.name.clone()),
+        vllm_scaling_vs_best_hpa_gpu_hours: ratio(ours, best),
+        vllm_scaling_minus_best_hpa_attainment: ours.zip(best).map(|(a, b)| a.slo_attainment - b.slo_attainment),
+        vllm_scaling_beats_best_hpa: ours
+            .zip(best)
+            .map(|(a, b)| a.slo_attainment > b.slo_attainment && a.gpu_hours <= b.gpu_hours + 1e-9),
     };
-    // Requests replayed by the policy runs (adaptive ones replay the trace twice); the
-    // plan's calibration and searches come on top.
+    let vs_own: Vec<(String, Option<f64>)> = reports
+        .iter()
+        .map(|r| {
+            let lb = plan.lower_bound_at(r.slo_attainment_feasible).filter(|b| *b > 0.0);
+            (r.name.clone(), lb.map(|b| r.gpu_hours / b))
+        })
+        .collect();
+    // Requests replayed by the policy runs (a warm start replays the training window
+    // first); the plan's calibration, searches and tuning come on top.
+    let data = plan.data();
     let passes: usize = policies
         .iter()
         .map(|k| {
-            let adaptive = matches!(k, PolicyKind::VllmScaling | PolicyKind::HpaQueue | PolicyKind::Kpa);
-            if adaptive && config.warm_up_pass { 2 } else { 1 }
+            if *k == PolicyKind::Oracle || config.start == Start::Cold {
+                data.scored.len()
+            } else {
+                data.train.len() + data.scored.len()
+            }
         })
         .sum::<usize>()
-        + user_policies.len() * if config.warm_up_pass { 2 } else { 1 };
-    let simulated = requests.len() * passes;
+        + user_policies.len()
+            * if config.start == Start::Cold { data.scored.len() } else { data.train.len() + data.scored.len() };
+    let simulated = passes;
     let report = Report {
         source,
         profile,
         cold_start_secs: config.fleet.cold_start_secs,
+        windows: &plan.windows,
         config,
         calibration: &plan.calibration,
         burstiness: &plan.burstiness,
         oracle: &plan.oracle,
+        lower_bound: &plan.lower_bound,
         fixed_peak: plan.fixed_peak,
         fixed_99: &plan.fixed_99,
+        max_replicas: plan.max_replicas,
+        tuning: &plan.tuning,
+        kpa: &plan.kpa,
         policies: reports.clone(),
+        vs_lower_bound_at_own_attainment: vs_own,
+        robustness: robustness.clone(),
         ratios,
         elapsed_secs: elapsed,
         simulated_requests: simulated,
@@ -496,7 +659,16 @@ fn run_one(
         }
     }
     std::fs::write(dir.join("decisions.log"), explained).context("cannot write decisions.log")?;
-    let table = summary_table(&reports, config.fleet.slo_ttft_secs);
+    let mut table = format!("{}\n\n", plan.windows.label);
+    table.push_str(&summary_table(&reports, config.fleet.slo_ttft_secs, &plan));
+    if let Some(line) = headline(&report.ratios, bound, plan.windows.in_sample) {
+        let _ = writeln!(table, "\n{line}");
+    }
+    if !robustness.is_empty() {
+        let _ = write!(table, "\n{}", robustness_table(&robustness, plan.windows.in_sample));
+    } else {
+        let _ = writeln!(table, "\nRobustness table skipped (--no-robustness); run without the flag to get it.");
+    }
     std::fs::write(dir.join("summary.md"), &table).context("cannot write summary.md")?;
     println!(
         "\n{}  (cold start {} s, TTFT objective {} s)\n{table}",
@@ -505,14 +677,18 @@ fn run_one(
         args.slo_ttft
     );
     println!("{}", cost_line(&reports, profile));
-    if let (Some(o), Some(x)) =
-        (report.ratios.vllm_scaling_vs_oracle_gpu_hours, report.ratios.vllm_scaling_vs_hpa_gpu_hours)
-    {
-        println!("vllm-scaling uses {o:.2}x the oracle's GPU-hours and {x:.2}x hpa-queue's");
-    }
     if !args.no_plots {
-        let title = format!("{} — cold start {} s", stem(&source.name), fmt_secs(config.fleet.cold_start_secs));
-        plot::write_plots(&runs, &title, dir).context("cannot write the plots")?;
+        let title = format!(
+            "{} — cold start {} s — {}",
+            stem(&source.name),
+            fmt_secs(config.fleet.cold_start_secs),
+            plot::short_label(&plan.windows)
+        );
+        let target = config.attainment_target;
+        plot::write_plots(&runs, &plan.data().scored, &title, config.fleet.slo_ttft_secs, target, dir)
+            .context("cannot write the plots")?;
+        plot::write_pareto(&reports, &robustness, bound, target, &title, dir)
+            .context("cannot write the Pareto plot")?;
     }
     eprintln!(
         "{} in {elapsed:.1}s ({} requests replayed by the policy runs, {:.0}/s including the plan)",
@@ -523,16 +699,205 @@ fn run_one(
     Ok(SweepRow {
         source: stem(&source.name),
         cold_start: config.fleet.cold_start_secs,
+        in_sample: plan.windows.in_sample,
+        lower_bound: bound,
         reports: runs.into_iter().map(|r| r.report).collect(),
     })
+}
+
+/// The learned and the scored windows, as the flags say.
+fn make_windows(
+    requests: &[vllm_scaling_core::sim::TraceRequest],
+    train: Option<&Trace>,
+    config: &ExperimentConfig,
+) -> Result<Windows> {
+    Ok(match train {
+        Some(t) => Windows::with_training(t.requests(), requests, config.oracle_interval_secs)?,
+        None => Windows::new(requests, config.learning, config.oracle_interval_secs)?,
+    })
+}
+
+/// One point of the robustness table.
+#[derive(Serialize, Clone)]
+pub(crate) struct RobustRow {
+    /// What changed from the nominal run.
+    pub(crate) variant: String,
+    /// The policy.
+    pub(crate) policy: String,
+    /// Attainment on the scored window.
+    pub(crate) slo_attainment: f64,
+    /// GPU-hours on the scored window.
+    pub(crate) gpu_hours: f64,
+}
+
+/// The recommended policy and the best HPA baseline, as learned by the nominal plan,
+/// replayed in other worlds: profile constants ±25 %, Prometheus lag 0/15/30 s, the
+/// other router, four more seeds, cold starts 30/60/120/300 s.
+fn robustness(
+    args: &Args,
+    source: &Source,
+    train: Option<&Trace>,
+    plan: &Plan,
+    reports: &[&PolicyReport],
+    jobs: usize,
+) -> Result<Vec<RobustRow>> {
+    let mut kinds = vec![PolicyKind::VllmScaling];
+    if let Some(best) = best_hpa(reports).and_then(|b| b.name.parse::<PolicyKind>().ok()) {
+        kinds.push(best);
+    }
+    let base = plan.config.fleet;
+    let mut variants: Vec<(String, FleetConfig, Option<Windows>)> = Vec::new();
+    let scaled = |label: &str, f: &dyn Fn(&mut ReplicaModel)| {
+        let mut fleet = base;
+        f(&mut fleet.model);
+        (label.to_owned(), fleet, None)
+    };
+    for (k, sign) in [(0.75, "-25 %"), (1.25, "+25 %")] {
+        variants.push(scaled(&format!("step base {sign}"), &|m| m.step_base_ms *= k));
+        variants.push(scaled(&format!("prefill cost {sign}"), &|m| m.prefill_ms_per_token *= k));
+        variants.push(scaled(&format!("decode cost {sign}"), &|m| m.decode_ms_per_seq *= k));
+        if base.model.attention_ms_per_context_token > 0.0 {
+            variants.push(scaled(&format!("context cost {sign}"), &|m| m.attention_ms_per_context_token *= k));
+        }
+    }
+    for lag in [0.0, 15.0, 30.0] {
+        if (lag - base.prometheus_lag_secs).abs() > 1e-9 {
+            variants.push((
+                format!("Prometheus lag {lag:.0} s"),
+                FleetConfig { prometheus_lag_secs: lag, ..base },
+                None,
+            ));
+        }
+    }
+    let other = if base.router == Router::RoundRobin { Router::LeastOutstanding } else { Router::RoundRobin };
+    let router_name = if other == Router::RoundRobin { "round-robin" } else { "least-outstanding" };
+    variants.push((format!("router {router_name}"), FleetConfig { router: other, ..base }, None));
+    for cold in [30.0, 60.0, 120.0, 300.0] {
+        if (cold - base.cold_start_secs).abs() > 1e-9 {
+            variants.push((format!("cold start {cold:.0} s"), FleetConfig { cold_start_secs: cold, ..base }, None));
+        }
+    }
+    for k in 1..=4u64 {
+        let seed = args.seed.wrapping_add(k);
+        let trace = match &source.raw {
+            Some(raw) if source.name != "generator" => transform_seeded(args, raw, seed)?,
+            _ => {
+                let generator = generator_config(args);
+                let t = generator.generate(seed).context("cannot generate the built-in load")?;
+                transform_seeded(args, &t, seed)?
+            }
+        };
+        let windows = make_windows(trace.requests(), train, &plan.config)?;
+        variants.push((format!("seed {seed}"), base, Some(windows)));
+    }
+    let work: Vec<(usize, PolicyKind)> = (0..variants.len()).flat_map(|v| kinds.iter().map(move |&k| (v, k))).collect();
+    let results = Threads(jobs).map(work.len(), &|i| {
+        let (v, kind) = work[i];
+        let (_, fleet, windows) = &variants[v];
+        let run = plan.run_variant(kind, fleet, windows.as_ref(), &mut |_| {})?;
+        Ok(vec![run.report.slo_attainment, run.report.gpu_hours])
+    });
+    let mut rows = Vec::new();
+    for &kind in &kinds {
+        if let Some(r) = reports.iter().find(|r| r.name == kind.name()) {
+            rows.push(RobustRow {
+                variant: "nominal".to_owned(),
+                policy: r.name.clone(),
+                slo_attainment: r.slo_attainment,
+                gpu_hours: r.gpu_hours,
+            });
+        }
+    }
+    for ((v, kind), r) in work.iter().zip(results) {
+        let r = r.map_err(|e| anyhow::anyhow!("{} under {}: {e}", kind.name(), variants[*v].0))?;
+        rows.push(RobustRow {
+            variant: variants[*v].0.clone(),
+            policy: kind.name().to_owned(),
+            slo_attainment: r[0],
+            gpu_hours: r[1],
+        });
+    }
+    Ok(rows)
+}
+
+/// The robustness table: one row per variant, attainment / GPU-hours per policy.
+fn robustness_table(rows: &[RobustRow], in_sample: bool) -> String {
+    let mut policies: Vec<&str> = Vec::new();
+    let mut variants: Vec<&str> = Vec::new();
+    for r in rows {
+        if !policies.contains(&r.policy.as_str()) {
+            policies.push(&r.policy);
+        }
+        if !variants.contains(&r.variant.as_str()) {
+            variants.push(&r.variant);
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Robustness{}: what the plan learned, replayed with one thing changed (attainment / GPU-hours on the scored window)\n",
+        if in_sample { " (IN-SAMPLE)" } else { "" }
+    );
+    let _ = write!(s, "| variant |");
+    for p in &policies {
+        let _ = write!(s, " {p} |");
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in &policies {
+        let _ = write!(s, "---:|");
+    }
+    let _ = writeln!(s);
+    for v in &variants {
+        let _ = write!(s, "| {v} |");
+        for p in &policies {
+            match rows.iter().find(|r| r.variant == *v && r.policy == *p) {
+                Some(r) => {
+                    let _ = write!(s, " {:.2} % / {:.2} h |", 100.0 * r.slo_attainment, r.gpu_hours);
+                }
+                None => {
+                    let _ = write!(s, " - |");
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
+/// One line with the headline ratios.
+fn headline(r: &Ratios, bound: Option<f64>, in_sample: bool) -> Option<String> {
+    let lb = r.vllm_scaling_vs_lower_bound_gpu_hours?;
+    let mut line = format!(
+        "{}vllm-scaling uses {lb:.2}x the oracle's lower bound ({:.2} GPU-h)",
+        if in_sample { "IN-SAMPLE: " } else { "" },
+        bound.unwrap_or(0.0)
+    );
+    if let Some(f) = r.vllm_scaling_vs_fixed_99_gpu_hours {
+        let _ = write!(line, ", {f:.2}x fixed-99's");
+    }
+    if let (Some(name), Some(x), Some(d), Some(beats)) = (
+        &r.best_hpa,
+        r.vllm_scaling_vs_best_hpa_gpu_hours,
+        r.vllm_scaling_minus_best_hpa_attainment,
+        r.vllm_scaling_beats_best_hpa,
+    ) {
+        let _ = write!(
+            line,
+            "; against the best HPA baseline ({name}): {x:.2}x its GPU-hours, {:+.2} points of attainment ({})",
+            100.0 * d,
+            if beats { "better at no more GPU-hours" } else { "NOT better at no more GPU-hours" }
+        );
+    }
+    Some(line)
 }
 
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
-/// The per-policy table, as Markdown.
-fn summary_table(reports: &[&PolicyReport], slo: f64) -> String {
+/// The per-policy table, as Markdown, with the oracle's lower bound and the baselines'
+/// tuned targets.
+fn summary_table(reports: &[&PolicyReport], slo: f64, plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -556,34 +921,80 @@ fn summary_table(reports: &[&PolicyReport], slo: f64) -> String {
             r.direction_changes
         );
     }
+    let bound = plan.lower_bound.gpu_hours.map_or_else(|| "unreachable".to_owned(), |b| format!("{b:.2}"));
+    let _ = writeln!(s, "| lower bound | ≥ {:.2} % | {bound} | | | | | | | | |", 100.0 * plan.lower_bound.attainment);
+    let _ = writeln!(
+        s,
+        "
+Lower bound: the oracle's relaxation (each minute served alone by a warm constant fleet, cold starts charged for scale-ups), Lagrangian dual at {:.0} % of the feasible requests. Tuned on the training window: {}; maxReplicas {}.",
+        100.0 * plan.lower_bound.attainment,
+        plan.tuning
+            .iter()
+            .map(|t| format!(
+                "{} {}{}",
+                t.policy.name(),
+                if t.policy == PolicyKind::Kpa { format!("{:.1} in flight", plan.kpa.target_concurrency) } else { format!("{}", t.threshold) },
+                if t.target_met { "" } else { " (no candidate met the target)" }
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.max_replicas
+    );
     s
 }
 
 /// The sweep table: one row per trace and cold start, attainment and GPU-hours per policy.
 fn sweep_table(rows: &[SweepRow]) -> String {
     let mut s = String::new();
+    if rows.iter().any(|r| r.in_sample) {
+        let _ = writeln!(s, "IN-SAMPLE: every policy learned on the window it is scored on.\n");
+    }
     let names: Vec<String> =
         rows.first().map(|r| r.reports.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
     let _ = write!(s, "| trace | cold start s |");
     for n in &names {
         let _ = write!(s, " {n} |");
     }
-    let _ = write!(s, " ours / oracle | ours / fixed-99 | ours / hpa |\n|---|---:|");
+    let _ = write!(
+        s,
+        " lower bound h | ours / bound | ours / fixed-99 | best HPA | ours / best HPA | better than best HPA |\n|---|---:|"
+    );
     for _ in &names {
         let _ = write!(s, "---:|");
     }
-    let _ = writeln!(s, "---:|---:|---:|");
+    let _ = writeln!(s, "---:|---:|---:|---|---:|---|");
     for row in rows {
         let _ = write!(s, "| {} | {} |", row.source, fmt_secs(row.cold_start));
         for r in &row.reports {
             let _ = write!(s, " {:.2} % / {:.1} h |", 100.0 * r.slo_attainment, r.gpu_hours);
         }
-        let gpu = |n: &str| row.reports.iter().find(|r| r.name == n).map(|r| r.gpu_hours);
-        let ratio = |n: &str| match (gpu("vllm-scaling"), gpu(n)) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        let find = |n: &str| row.reports.iter().find(|r| r.name == n);
+        let ours = find("vllm-scaling");
+        let ratio = |b: Option<f64>| match (ours, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a.gpu_hours / b),
             _ => "-".to_owned(),
         };
-        let _ = writeln!(s, " {} | {} | {} |", ratio("oracle"), ratio("fixed-99"), ratio("hpa-queue"));
+        let refs: Vec<&PolicyReport> = row.reports.iter().collect();
+        let best = best_hpa(&refs);
+        let verdict = match (ours, best) {
+            (Some(a), Some(b)) => {
+                if a.slo_attainment > b.slo_attainment && a.gpu_hours <= b.gpu_hours + 1e-9 {
+                    "yes"
+                } else {
+                    "no"
+                }
+            }
+            _ => "-",
+        };
+        let _ = writeln!(
+            s,
+            " {} | {} | {} | {} | {} | {verdict} |",
+            opt(row.lower_bound),
+            ratio(row.lower_bound),
+            ratio(find("fixed-99").map(|r| r.gpu_hours)),
+            best.map_or("-", |b| b.name.as_str()),
+            ratio(best.map(|b| b.gpu_hours)),
+        );
     }
     s
 }
@@ -783,7 +1194,29 @@ mod tests {
                 .expect("valid JSON");
         let policies = report["policies"].as_array().expect("a policies array");
         let names: Vec<&str> = policies.iter().filter_map(|p| p["name"].as_str()).collect();
-        assert_eq!(names, ["vllm-scaling", "hpa-queue", "kpa", "fixed-peak", "fixed-99", "oracle"]);
+        assert_eq!(
+            names,
+            [
+                "vllm-scaling",
+                "hpa-rate",
+                "hpa-queue",
+                "hpa-running",
+                "hpa-kv",
+                "kpa",
+                "fixed-peak",
+                "fixed-99",
+                "oracle"
+            ]
+        );
+        // Out of sample by default, and every report says which window learned.
+        assert_eq!(report["windows"]["inSample"], false);
+        assert!(
+            report["windows"]["label"].as_str().is_some_and(|l| l.starts_with("out of sample")),
+            "{}",
+            report["windows"]
+        );
+        assert!(report["lower_bound"]["gpuHours"].is_number(), "{}", report["lower_bound"]);
+        assert!(!report["robustness"].as_array().expect("a robustness table").is_empty());
         for p in policies {
             let attainment = p["slo_attainment"].as_f64().expect("slo_attainment");
             assert!((0.0..=1.0).contains(&attainment), "{p}");
@@ -794,7 +1227,15 @@ mod tests {
                 assert!(p[field].is_u64(), "{field} missing in {p}");
             }
         }
-        for file in ["replicas.svg", "replicas.png", "summary.md", "vllm-scaling-policy.yaml", "decisions.log"] {
+        for file in [
+            "replicas.svg",
+            "replicas.png",
+            "pareto.svg",
+            "pareto.png",
+            "summary.md",
+            "vllm-scaling-policy.yaml",
+            "decisions.log",
+        ] {
             let meta = std::fs::metadata(out.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert!(meta.len() > 0, "{file} is empty");
         }
@@ -829,7 +1270,10 @@ mod tests {
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("JSON");
         assert_eq!(report["source"]["skipped_rows"], 1);
-        assert_eq!(report["policies"][0]["requests"], 400);
+        // The 100 s trace is cut at the whole minute nearest its middle: 60 s learn, the rest is scored.
+        let windows = &report["windows"];
+        assert_eq!(windows["trainRequests"].as_u64().zip(windows["scoredRequests"].as_u64()), Some((240, 160)));
+        assert_eq!(report["policies"][0]["requests"], 160);
     }
 
     #[test]

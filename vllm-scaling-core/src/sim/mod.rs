@@ -1,8 +1,9 @@
 //! The trace-driven fleet simulator: replays request arrivals against a modelled vLLM
 //! fleet driven by a scaling policy, on simulated time.
 //!
-//! It is pure like the rest of the crate: no clock, no files, no threads, and the same
-//! seed gives the same run. Traces are parsed from text ([`Trace::parse_csv`]); reading
+//! It is pure like the rest of the crate: no clock, no files, no threads of its own (a
+//! driver may run a plan's independent jobs on threads through [`Parallel`]), and the
+//! same seed gives the same run. Traces are parsed from text ([`Trace::parse_csv`]); reading
 //! files, plotting and progress bars belong to the driver (`vllm-autoscaler simulate`).
 //!
 //! The pieces:
@@ -19,8 +20,11 @@
 //!   [`Engine`](crate::Engine) the controller runs, fed the catalog metrics built from the
 //!   scrapes by [`FleetView::scaling_metrics`]; [`KpaAutoscaler`], [`FixedAutoscaler`]
 //!   and [`ScheduleAutoscaler`] are the baselines.
-//! - [`Plan`] and [`compare`]: the comparison of `vllm-autoscaler simulate` (the
-//!   recommended policy, `hpa-queue`, `kpa`, `fixed-peak`, `fixed-99`, `oracle`).
+//! - [`Plan`] and [`compare`]: the comparison of `vllm-autoscaler simulate`, out of
+//!   sample by default ([`Windows`]: the first half learns, the second is scored): the
+//!   recommended policy, the HPA on its arrival-rate signal and on queue, running and
+//!   KV-cache metrics (targets tuned on the training window), a KPA tuned for the cold
+//!   start, fixed fleets, and the oracle with its [`LowerBound`] on GPU-hours.
 //! - [`analyze_burstiness`]: how fast a trace's bursts outgrow the ones before them,
 //!   which decides whether the recommended policy keeps burst headroom.
 //! - [`GeneratorConfig`]: the built-in load (daily shape, Gamma arrivals, bursts).
@@ -56,9 +60,11 @@ mod user_policy;
 pub use autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
 pub use burst::{Burstiness, HOLD_STEP_SECS, MAX_HOLD_SECS, MIN_HOLD_SECS, analyze as analyze_burstiness};
 pub use experiment::{
-    BURSTY_GIVE_BACK_PERCENT, CALIBRATION_REPLICAS, Calibration, Comparison, ExperimentConfig, FixedSearch, OraclePlan,
-    Plan, PolicyKind, RECOMMENDED_SCRAPE_SECS, Stage, UnknownPolicy, calibrate, compare, feasible_share,
-    hpa_queue_policy_yaml, recommended_policy_yaml,
+    BURSTY_GIVE_BACK_PERCENT, CALIBRATION_REPLICAS, Calibration, Comparison, ExperimentConfig, FixedSearch,
+    IntervalCurve, Learning, LowerBound, ORACLE_WARMUP_SECS, OraclePlan, Parallel, Plan, PolicyKind, Sequential, Stage,
+    Start, Tuning, UnknownPolicy, WindowInfo, Windows, calibrate, compare, feasible_share, hpa_policy_yaml,
+    hpa_queue_policy_yaml, hpa_rate_policy_yaml, lower_bound_gpu_hours, rate_window_secs, recommended_policy_yaml,
+    recommended_policy_yaml_for,
 };
 pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, simulate};
 pub use generator::GeneratorConfig;

@@ -140,9 +140,29 @@ impl<'a> FleetView<'a> {
             Metric::QueueTime => Hist::QueueTime,
             _ => return None,
         };
-        // Prometheus answers from the newest scrape at or before the lagged instant.
-        let at = self.latest(lag_secs)?.at_secs;
-        self.hist.quantile(hist, quantile, at, window_secs).map(|s| s * 1000.0)
+        // `rate(h_bucket[w])` at the lagged instant `q` reads the scrapes in `(q - w, q]`:
+        // the observations between the first and the last of them, and nothing with
+        // fewer than two (PromQL returns no sample).
+        let (first, last) = self.window_bounds(window_secs, lag_secs)?;
+        self.hist.quantile(hist, quantile, last, last - first).map(|s| s * 1000.0)
+    }
+
+    /// The first and last scrape times in the range `(q - window, q]` of a PromQL range
+    /// selector evaluated at the lagged instant `q = now - lag`; `None` with fewer than
+    /// two scrapes in it (a `rate()` over it returns nothing).
+    #[must_use]
+    pub fn window_bounds(&self, window_secs: f64, lag_secs: f64) -> Option<(f64, f64)> {
+        let q = self.now_secs - lag_secs;
+        let mut inside = self.visible_snapshots(lag_secs).rev().take_while(|s| s.at_secs > q - window_secs + 1e-9);
+        let last = inside.next()?.at_secs;
+        let first = inside.last()?.at_secs;
+        (last > first).then_some((first, last))
+    }
+
+    /// The scrapes in the range `(now - lag - window, now - lag]`, oldest first.
+    fn window_snapshots(&self, window_secs: f64, lag_secs: f64) -> Vec<&'a Snapshot> {
+        let q = self.now_secs - lag_secs;
+        self.visible_snapshots(lag_secs).filter(|s| s.at_secs > q - window_secs + 1e-9).collect()
     }
 
     /// The metrics a policy with these rules would be fed, keyed by rule key: per-pod
@@ -197,12 +217,12 @@ impl<'a> FleetView<'a> {
                     } else {
                         |s| s.generated_tokens_total
                     };
-                    let Some(latest) = self.latest(lag) else {
-                        out.failures.insert(key, "no scrape yet".to_owned());
+                    let in_window = self.window_snapshots(window, lag);
+                    if in_window.len() < 2 {
+                        out.failures
+                            .insert(key, format!("fewer than two scrapes in the last {window:.0}s (rate() is empty)"));
                         continue;
-                    };
-                    let from = latest.at_secs - window;
-                    let in_window: Vec<&Snapshot> = self.visible_snapshots(lag).filter(|s| s.at_secs > from).collect();
+                    }
                     for (pod, status) in out.pods.iter_mut().zip(self.pods) {
                         let samples: Vec<(f64, u64)> = in_window
                             .iter()
@@ -285,15 +305,16 @@ pub(crate) fn arrival_rate_window(query: &str, rule_window_secs: f64) -> Option<
 
 impl FleetView<'_> {
     /// Requests per second reaching the gateway over `window_secs`, from the router's
-    /// counter as scraped, seen with `lag_secs` of lag (`None` with fewer than two scrapes
-    /// in the window).
+    /// counter as scraped, seen with `lag_secs` of lag: `rate()` over the scrapes in
+    /// `(now - lag - window, now - lag]`, the increase between the first and the last of
+    /// them over the time between them (no extrapolation to the window's edges); `None`
+    /// with fewer than two scrapes in that range, as PromQL returns nothing.
     #[must_use]
     pub fn arrival_rate(&self, window_secs: f64, lag_secs: f64) -> Option<f64> {
-        let latest = self.latest(lag_secs)?;
-        let from = latest.at_secs - window_secs - 1e-9;
-        let first = self.visible_snapshots(lag_secs).find(|s| s.at_secs >= from)?;
-        (latest.at_secs > first.at_secs)
-            .then(|| (latest.arrivals_total - first.arrivals_total) as f64 / (latest.at_secs - first.at_secs))
+        let in_window = self.window_snapshots(window_secs, lag_secs);
+        let (first, last) = (in_window.first()?, in_window.last()?);
+        (last.at_secs > first.at_secs)
+            .then(|| (last.arrivals_total - first.arrivals_total) as f64 / (last.at_secs - first.at_secs))
     }
 }
 
@@ -380,7 +401,11 @@ mod tests {
         // late: the scrapes at 5 and 10 s, (40 - 10) / 5.
         assert!((m.fleet["arrivals"] - 6.0).abs() < 1e-9, "{:?}", m.fleet);
         let now = FleetView { lag_secs: 0.0, ..view };
-        assert!((now.arrival_rate(10.0, 0.0).unwrap() - 6.0).abs() < 1e-9, "(100 - 40) / 10");
+        assert!((now.arrival_rate(10.0, 0.0).unwrap() - 6.0).abs() < 1e-9, "the scrapes in (10, 20]: (100 - 70) / 5");
+        // A window holding one scrape has no rate, as in PromQL: (15, 20] holds only 20 s.
+        assert_eq!(now.arrival_rate(5.0, 0.0), None);
+        assert_eq!(now.window_bounds(5.0, 0.0), None);
+        assert_eq!(now.window_bounds(10.0, 0.0), Some((15.0, 20.0)));
         assert!(m.failures["other"].contains("not simulated"));
         // A quantile from vLLM's buckets; no observation in the window is a failure.
         assert!(m.fleet["ttft"] > 250.0 && m.fleet["ttft"] <= 500.0, "{:?}", m.fleet);
