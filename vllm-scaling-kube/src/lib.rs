@@ -53,6 +53,50 @@
 //! run(ctx, Arc::new(AtomicBool::new(false)), async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! # }
 //! ```
+//!
+//! # The core's ports on Kubernetes
+//! [`KubeScale`] implements the core's [`AdjustReplicas`](vllm_scaling_core::AdjustReplicas)
+//! on any `/scale` subresource (found through discovery; a target named by object name,
+//! by served model id, or by the policy annotation; `409 Conflict` retried), and
+//! [`KubePolicies`] implements [`GetScalingPolicy`](vllm_scaling_core::GetScalingPolicy)
+//! on the `vLLMScalingPolicy` resources (by policy name or by model id). The reference
+//! controller reads and writes `/scale` through [`KubeScale`]. With a metrics adapter from
+//! `vllm-scaling-prom`, they make a custom controller in a few lines: here, one policy
+//! evaluated every 15 s by the core's [`reconcile`](vllm_scaling_core::reconcile)
+//! (needs a cluster, so compiled but not run):
+//! ```no_run
+//! # async fn custom_controller() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use vllm_scaling_core::{Clock, Engine, GetScalingPolicy, TargetId, error_chain, reconcile};
+//! use vllm_scaling_kube::{KubePolicies, KubeScale, SystemClock};
+//! use vllm_scaling_prom::{PodScrapeOptions, PodScraper};
+//!
+//! let client = kube::Client::try_default().await?;
+//! let policies = KubePolicies::new(client.clone());
+//! let scale = KubeScale::new(client);
+//! let metrics = PodScraper::new(PodScrapeOptions::default())?;
+//! // The seed's policy by name; `TargetId::new("default", "meta-llama/Llama-2-70b-hf")`
+//! // finds it by the model id it serves.
+//! let target = TargetId::new("default", "example-policy");
+//! let policy = policies.get_scaling_policy(&target).await?.ok_or("no such policy")?;
+//! let mut engine = Engine::new(policy.validate()?);
+//! let mut tick = tokio::time::interval(Duration::from_secs(15));
+//! loop {
+//!     tick.tick().await;
+//!     // The pods behind the target's /scale selector, whose /metrics the scraper reads.
+//!     let scale_ref = engine.policy().scale_target_ref.clone();
+//!     let pods = match scale.resolve_and_read(&target, scale_ref.as_ref()).await {
+//!         Ok((resolved, reading)) => scale.pods(&resolved.namespace, &reading).await?,
+//!         Err(e) => { eprintln!("{target}: {e}"); continue; }
+//!     };
+//!     match reconcile(&mut engine, &target, SystemClock.now(), &policies, &scale, &metrics, pods).await {
+//!         Ok(d) => println!("{target}: {} -> {}: {}", d.current_replicas, d.desired_replicas, d.explanation),
+//!         // Unreadable policy or scale, or a failed write: replicas stay as they are.
+//!         Err(e) => eprintln!("{}", error_chain(&e)),
+//!     }
+//! }
+//! # }
+//! ```
 
 pub mod admission;
 mod controller;
@@ -62,6 +106,8 @@ mod error;
 mod events;
 mod gpu;
 mod lease;
+mod policies;
+mod scale;
 mod serve;
 mod telemetry;
 
@@ -86,6 +132,8 @@ pub use gpu::{
     PodGpu, dcgm_pod_values, exporter_kind, exporter_port, node_exporters, reads_from_exporters,
 };
 pub use lease::{LeaderElector, Leadership, LeaseAction, LeaseConfig, decide as decide_lease};
+pub use policies::{KubePolicies, PolicyError};
+pub use scale::{KubeScale, RequestError, ScaleError, ScaleReading, ScaleTarget};
 pub use serve::bind as bind_http;
 pub use telemetry::{
     ControllerMetrics, Direction, DirectionLabels, ErrorKind, ErrorLabels, PolicyLabels, RuleLabels,
