@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
@@ -34,7 +33,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use vllm_scaling_core::{
     Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MetricsRequest, PodInfo,
     PodMetrics, PodPhase, ResolvedPolicy, RuleStatus, ScaleTargetRef, ScalingMetrics, TargetId, Timestamp, error_chain,
@@ -43,11 +42,12 @@ use vllm_scaling_core::{
 use crate::crd::{
     PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, VllmScalingPolicyResource,
 };
-use crate::discovery::{Match, is_object_name, match_annotation, match_model, pod_info};
+use crate::discovery::pod_info;
 use crate::error::Error;
 use crate::events::EventPublisher;
 use crate::gpu::GpuExporters;
 use crate::lease::Leadership;
+use crate::scale::{KubeScale, RequestError, ScaleError, timed};
 use crate::telemetry::{
     ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels,
 };
@@ -155,36 +155,6 @@ impl Clock for SystemClock {
 
 type PolicyKey = (String, String);
 
-/// A TTL cache for lists and discovery results.
-struct TtlCache<K, V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<K, (tokio::time::Instant, V)>>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
-    fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, key: K, value: V) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.insert(key, (tokio::time::Instant::now(), value));
-    }
-}
-
-/// A target kind as discovered: its resource, or why it cannot be scaled.
-#[derive(Clone, Debug)]
-enum KindLookup {
-    Scalable(ApiResource),
-    NoScale,
-    Unknown(String),
-}
-
 /// What the controller remembers about one policy between evaluations.
 #[derive(Debug, Default)]
 struct PolicyRuntime {
@@ -208,8 +178,9 @@ pub struct Context<M> {
     recorder: EventPublisher,
     telemetry: Arc<ControllerMetrics>,
     runtimes: Mutex<HashMap<PolicyKey, Arc<tokio::sync::Mutex<PolicyRuntime>>>>,
-    kinds: TtlCache<(String, String), KindLookup>,
-    lists: TtlCache<(String, String), Option<Arc<Vec<Value>>>>,
+    /// Target resolution and every `/scale` read and write (with the workload-list and
+    /// discovery caches).
+    scale: KubeScale,
     /// The watched policies, when [`run`] watches them (else policies are listed).
     policy_store: std::sync::OnceLock<kube::runtime::reflector::Store<DynamicObject>>,
     /// Per namespace: which policy claims which target.
@@ -232,11 +203,12 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             GpuExporters::new(client.clone(), config.cache_ttl, config.request_timeout.min(Duration::from_secs(3)));
         Self {
             recorder: EventPublisher::new(client.clone(), CONTROLLER_NAME, &config.identity),
+            scale: KubeScale::new(client.clone())
+                .with_request_timeout(config.request_timeout)
+                .with_conflict_retries(config.conflict_retries)
+                .with_cache_ttl(config.cache_ttl),
             client,
             metrics_source,
-            // Served kinds change with CRD installs, rarely: rediscover every few minutes.
-            kinds: TtlCache::new(config.cache_ttl.max(Duration::from_secs(300))),
-            lists: TtlCache::new(config.cache_ttl),
             gpu: Some(gpu),
             config,
             clock: Arc::new(SystemClock),
@@ -319,12 +291,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
         &self,
         step: &'static str,
         fut: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, StepError> {
-        match tokio::time::timeout(self.config.request_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StepError::Api(e)),
-            Err(_) => Err(StepError::Timeout(step, self.config.request_timeout)),
-        }
+    ) -> Result<T, RequestError> {
+        timed(self.config.request_timeout, step, fut).await
     }
 
     async fn publish(
@@ -363,78 +331,6 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
 
     fn count_error_on(&self, subject: &Subject, kind: ErrorKind) {
         self.telemetry.error(&subject.namespace, &subject.name, kind);
-    }
-
-    async fn lookup_kind(&self, api_version: &str, kind: &str) -> KindLookup {
-        let key = (api_version.to_owned(), kind.to_owned());
-        if let Some(found) = self.kinds.get(&key) {
-            return found;
-        }
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let found = match self.timed("discovery", kube::discovery::pinned_kind(&self.client, &gvk)).await {
-            Ok((ar, caps)) => {
-                if caps.subresources.iter().any(|(sub, _)| sub.plural == "scale") {
-                    KindLookup::Scalable(ar)
-                } else {
-                    KindLookup::NoScale
-                }
-            }
-            Err(StepError::Api(kube::Error::Discovery(_))) => {
-                KindLookup::Unknown(format!("the API server does not serve kind {kind} in {api_version}"))
-            }
-            Err(StepError::Api(kube::Error::Api(s))) if s.code == 404 => {
-                KindLookup::Unknown(format!("the API server does not serve {api_version}"))
-            }
-            Err(e) => return KindLookup::Unknown(format!("discovering {kind} in {api_version} failed: {e}")),
-        };
-        self.kinds.put(key, found.clone());
-        found
-    }
-
-    /// Every object of a kind in a namespace, cached; `None` when the kind is not served
-    /// (a CRD that is not installed).
-    async fn cached_list(&self, namespace: &str, ar: &ApiResource) -> Result<Option<Arc<Vec<Value>>>, StepError> {
-        let key = (namespace.to_owned(), format!("{}/{}", ar.api_version, ar.plural));
-        if let Some(found) = self.lists.get(&key) {
-            return Ok(found);
-        }
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, ar);
-        let result = match self.timed("listing", api.list(&ListParams::default())).await {
-            Ok(list) => Some(Arc::new(list.items.iter().filter_map(|o| serde_json::to_value(o).ok()).collect())),
-            Err(StepError::Api(kube::Error::Api(s))) if s.code == 404 => None,
-            Err(e) => return Err(e),
-        };
-        self.lists.put(key, result.clone());
-        Ok(result)
-    }
-}
-
-/// Why a step failed.
-#[derive(Debug)]
-enum StepError {
-    Api(kube::Error),
-    Timeout(&'static str, Duration),
-}
-
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Api(kube::Error::Api(s)) => {
-                write!(f, "the API server answered {} {}: {}", s.code, s.reason, s.message)
-            }
-            Self::Api(e) => f.write_str(&error_chain(e)),
-            Self::Timeout(step, after) => write!(f, "{step} did not answer within {after:?}"),
-        }
-    }
-}
-
-impl StepError {
-    fn code(&self) -> Option<u16> {
-        match self {
-            Self::Api(kube::Error::Api(s)) => Some(s.code),
-            _ => None,
-        }
     }
 }
 
@@ -480,20 +376,6 @@ fn set_condition(
     conditions.sort_by_key(|c| order(&c.type_));
 }
 
-/// The default API version of well-known scalable kinds, for a `scaleTargetRef` that
-/// names none.
-fn default_api_version(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Deployment" | "StatefulSet" | "ReplicaSet" => Some("apps/v1"),
-        "LeaderWorkerSet" => Some("leaderworkerset.x-k8s.io/v1"),
-        _ => None,
-    }
-}
-
-/// The kinds a policy without `scaleTargetRef` looks for annotated workloads among.
-const ANNOTATION_KINDS: [(&str, &str); 3] =
-    [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")];
-
 /// Why a target could not be used: a condition reason and a message.
 struct Blocked {
     reason: &'static str,
@@ -504,6 +386,11 @@ struct Blocked {
 impl Blocked {
     fn new(reason: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { reason, message: message.into(), kind }
+    }
+
+    /// A target that does not resolve, or does not exist.
+    fn target(e: &ScaleError) -> Self {
+        Self::new(e.reason(), ErrorKind::Target, e.to_string())
     }
 }
 
@@ -809,18 +696,19 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     };
 
     // 2. The target.
-    let (target, ar) = match resolve_target(ctx, &resolved, namespace, name).await {
+    let scale_target = match ctx.scale.resolve(namespace, name, resolved.scale_target_ref.as_ref()).await {
         Ok(found) => found,
-        Err(blocked) => {
+        Err(e) => {
             // The target of an earlier evaluation is not this policy's target now.
             status.target = None;
             status.reference = None;
             status.selector = None;
-            block(ctx, policy, &mut status, &blocked, now).await;
+            block(ctx, policy, &mut status, &Blocked::target(&e), now).await;
             write_status(ctx, policy, status).await;
             return Next::Period;
         }
     };
+    let target = scale_target.target.clone();
     status.reference = Some(format!("{}/{}", target.kind, target.name));
     status.target = Some(target.clone());
 
@@ -838,22 +726,15 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     }
 
     // 4. The scale and the pods.
-    let workloads: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &ar);
-    let scale = match ctx.timed("reading the scale", workloads.get_scale(&target.name)).await {
+    let scale = match ctx.scale.read(&scale_target).await {
         Ok(s) => s,
-        Err(e) if e.code() == Some(404) => {
-            let blocked = Blocked::new(
-                "TargetNotFound",
-                ErrorKind::Target,
-                format!("{} {namespace}/{} does not exist", target.kind, target.name),
-            );
-            block(ctx, policy, &mut status, &blocked, now).await;
+        Err(e @ ScaleError::NotFound { .. }) => {
+            block(ctx, policy, &mut status, &Blocked::target(&e), now).await;
             write_status(ctx, policy, status).await;
             return Next::Period;
         }
         Err(e) => {
-            let message =
-                format!("reading the scale of {} {}: {e}; replicas left as they are", target.kind, target.name);
+            let message = format!("{e}; replicas left as they are");
             set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
             set_condition(&mut status.conditions, "AbleToScale", false, "FailedGetScale", message.clone(), now);
             set_condition(
@@ -871,9 +752,9 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             return Next::Period;
         }
     };
-    let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    let status_replicas = scale.status.as_ref().map(|s| s.replicas);
-    let selector = scale.status.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    let current = scale.replicas;
+    let status_replicas = scale.status_replicas;
+    let selector = scale.selector.clone().unwrap_or_default();
     status.selector = (!selector.is_empty()).then(|| selector.clone());
     status.current_replicas = Some(current);
     ctx.telemetry.current_replicas.get_or_create(&labels).set(i64::from(current));
@@ -1066,7 +947,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         );
     } else if decision.actuate {
         let to = decision.desired_replicas;
-        match write_scale(ctx, &workloads, &target.name, &scale, current, to).await {
+        match ctx.scale.write(&scale_target, &scale, to).await {
             Ok(()) => {
                 if let Some(engine) = rt.engine.as_mut() {
                     engine.record_scale(now, current, to);
@@ -1092,7 +973,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 ctx.publish(policy, EventType::Normal, "SuccessfulRescale", "Scale", message).await;
                 tracing::info!(namespace, policy = name, from = current, to, "rescaled");
             }
-            Err(WriteScaleError::Moved(now_replicas)) => {
+            Err(ScaleError::Moved { now: now_replicas, .. }) => {
                 // Someone else changed the replicas since we read them: decide again on
                 // the new count right away instead of overwriting it.
                 tracing::info!(
@@ -1114,7 +995,12 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 );
                 next = Next::Soon;
             }
-            Err(WriteScaleError::Failed(e)) => {
+            Err(e) => {
+                // The failed request alone: the message names the target itself.
+                let e = match e {
+                    ScaleError::Request { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
                 let message = format!(
                     "scaling {} {} from {current} to {to} failed: {e}; replicas left as they are",
                     target.kind, target.name
@@ -1283,51 +1169,6 @@ fn record_decision<M>(
     }
 }
 
-enum WriteScaleError {
-    /// The replicas changed under us (seen on a conflict): re-evaluate.
-    Moved(i32),
-    /// The write failed.
-    Failed(String),
-}
-
-/// Patches `/scale` to `to`, with the read `resourceVersion` as a precondition. A `409`
-/// re-reads the scale: if the replicas are still `from` the patch is retried with the
-/// new version (something else in the object changed), otherwise the write is abandoned.
-async fn write_scale<M: GetScalingMetrics + 'static>(
-    ctx: &Context<M>,
-    api: &Api<DynamicObject>,
-    name: &str,
-    scale: &Scale,
-    from: i32,
-    to: i32,
-) -> Result<(), WriteScaleError> {
-    let mut resource_version = scale.metadata.resource_version.clone();
-    let mut attempt = 0;
-    loop {
-        let patch = match &resource_version {
-            Some(rv) => json!({"metadata": {"resourceVersion": rv}, "spec": {"replicas": to}}),
-            None => json!({"spec": {"replicas": to}}),
-        };
-        let params = PatchParams::default();
-        match ctx.timed("writing the scale", api.patch_scale(name, &params, &Patch::Merge(&patch))).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.code() == Some(409) && attempt < ctx.config.conflict_retries => {
-                attempt += 1;
-                let fresh = ctx
-                    .timed("re-reading the scale", api.get_scale(name))
-                    .await
-                    .map_err(|e| WriteScaleError::Failed(e.to_string()))?;
-                let replicas = fresh.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                if replicas != from {
-                    return Err(WriteScaleError::Moved(replicas));
-                }
-                resource_version = fresh.metadata.resource_version;
-            }
-            Err(e) => return Err(WriteScaleError::Failed(e.to_string())),
-        }
-    }
-}
-
 /// Sets the conditions of a policy that cannot act, counts and reports it.
 async fn block<M: GetScalingMetrics + 'static>(
     ctx: &Context<M>,
@@ -1404,125 +1245,6 @@ async fn write_status_on<M: GetScalingMetrics + 'static>(ctx: &Context<M>, subje
     }
 }
 
-/// Resolves the policy's target to an object with a scale subresource.
-async fn resolve_target<M: GetScalingMetrics + 'static>(
-    ctx: &Context<M>,
-    resolved: &ResolvedPolicy,
-    namespace: &str,
-    name: &str,
-) -> Result<(ResolvedTarget, ApiResource), Blocked> {
-    let Some(reference) = resolved.scale_target_ref.clone() else {
-        return resolve_by_annotation(ctx, namespace, name).await;
-    };
-    let api_version =
-        match reference.api_version.clone().or_else(|| default_api_version(&reference.kind).map(str::to_owned)) {
-            Some(v) => v,
-            None => {
-                return Err(Blocked::new(
-                    "UnknownKind",
-                    ErrorKind::Target,
-                    format!("spec.scaleTargetRef.apiVersion: required for kind {}", reference.kind),
-                ));
-            }
-        };
-    let ar = match ctx.lookup_kind(&api_version, &reference.kind).await {
-        KindLookup::Scalable(ar) => ar,
-        KindLookup::NoScale => {
-            return Err(Blocked::new(
-                "NoScaleSubresource",
-                ErrorKind::Target,
-                format!("{} ({api_version}) has no scale subresource, so it cannot be scaled", reference.kind),
-            ));
-        }
-        KindLookup::Unknown(why) => return Err(Blocked::new("UnknownKind", ErrorKind::Target, why)),
-    };
-    let target_name = if is_object_name(&reference.name) {
-        reference.name.clone()
-    } else {
-        // Not an object name: a served model id (the seed's `meta-llama/Llama-2-70b-hf`).
-        let model = &reference.name;
-        let all = ctx.cached_list(namespace, &ar).await.map_err(|e| {
-            Blocked::new("FailedListWorkloads", ErrorKind::Target, format!("listing {} in {namespace}: {e}", ar.plural))
-        })?;
-        let all = all.unwrap_or_default();
-        match match_model(all.iter(), model) {
-            Match::One(n) => n,
-            Match::None => {
-                return Err(Blocked::new(
-                    "ModelNotServed",
-                    ErrorKind::Target,
-                    format!(
-                        "scaleTargetRef.name `{model}` is not an object name, so it is read as a served model id, and no {} in namespace {namespace} serves it (looked for --model, --served-model-name and `vllm serve` in {} workloads)",
-                        reference.kind,
-                        all.len()
-                    ),
-                ));
-            }
-            Match::Several(names) => {
-                return Err(Blocked::new(
-                    "AmbiguousModel",
-                    ErrorKind::Target,
-                    format!(
-                        "several {}s in namespace {namespace} serve model `{model}` ({}); name one of them in scaleTargetRef.name",
-                        reference.kind,
-                        names.join(", ")
-                    ),
-                ));
-            }
-        }
-    };
-    Ok((ResolvedTarget { api_version, kind: reference.kind, name: target_name }, ar))
-}
-
-async fn resolve_by_annotation<M: GetScalingMetrics + 'static>(
-    ctx: &Context<M>,
-    namespace: &str,
-    name: &str,
-) -> Result<(ResolvedTarget, ApiResource), Blocked> {
-    let mut found: Vec<(ResolvedTarget, ApiResource)> = Vec::new();
-    for (api_version, kind) in ANNOTATION_KINDS {
-        let KindLookup::Scalable(ar) = ctx.lookup_kind(api_version, kind).await else { continue };
-        let list = ctx.cached_list(namespace, &ar).await.map_err(|e| {
-            Blocked::new("FailedListWorkloads", ErrorKind::Target, format!("listing {} in {namespace}: {e}", ar.plural))
-        })?;
-        let Some(list) = list else { continue };
-        match match_annotation(list.iter(), name) {
-            Match::One(n) => {
-                found.push((ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n }, ar))
-            }
-            Match::Several(names) => {
-                for n in names {
-                    found.push((
-                        ResolvedTarget { api_version: api_version.to_owned(), kind: kind.to_owned(), name: n },
-                        ar.clone(),
-                    ));
-                }
-            }
-            Match::None => {}
-        }
-    }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(Blocked::new(
-            "NoTarget",
-            ErrorKind::Target,
-            format!(
-                "spec.scaleTargetRef is omitted and no Deployment, StatefulSet or LeaderWorkerSet in namespace {namespace} has the annotation {}: {name}",
-                crate::discovery::POLICY_ANNOTATION
-            ),
-        )),
-        _ => Err(Blocked::new(
-            "AmbiguousTarget",
-            ErrorKind::Target,
-            format!(
-                "several workloads carry {}: {name} ({}); keep the annotation on one, or set spec.scaleTargetRef",
-                crate::discovery::POLICY_ANNOTATION,
-                found.iter().map(|(t, _)| format!("{}/{}", t.kind, t.name)).collect::<Vec<_>>().join(", ")
-            ),
-        )),
-    }
-}
-
 /// An HPA or KEDA ScaledObject that targets the same object, if any.
 async fn other_autoscaler<M: GetScalingMetrics + 'static>(
     ctx: &Context<M>,
@@ -1555,7 +1277,7 @@ async fn other_autoscaler<M: GetScalingMetrics + 'static>(
         ),
     ];
     for (ar, default_kind, what) in checks {
-        match ctx.cached_list(namespace, &ar).await {
+        match ctx.scale.cached_list(namespace, &ar).await {
             Ok(Some(list)) => {
                 if let Some(other) = list.iter().find(|o| same(&o["spec"]["scaleTargetRef"], default_kind)) {
                     let other_name = other["metadata"]["name"].as_str().unwrap_or_default();
@@ -1616,7 +1338,7 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
                 .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
                 .map(|o| (**o).clone())
                 .collect(),
-            None => match self.cached_list(namespace, &policy_resource()).await {
+            None => match self.scale.cached_list(namespace, &policy_resource()).await {
                 Ok(Some(list)) => list.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect(),
                 Ok(None) => Vec::new(),
                 Err(e) => {
@@ -1641,9 +1363,9 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             if resolved.mode == vllm_scaling_core::Mode::Observe {
                 continue;
             }
-            if let Ok((target, _)) = resolve_target(self, &resolved, namespace, &name).await {
+            if let Ok(found) = self.scale.resolve(namespace, &name, resolved.scale_target_ref.as_ref()).await {
                 let seniority = (object.metadata.creation_timestamp.clone(), name);
-                claims.by_target.entry(target_key(&target)).or_default().push(seniority);
+                claims.by_target.entry(target_key(&found.target)).or_default().push(seniority);
             }
         }
         let claims = Arc::new(claims);
