@@ -431,7 +431,7 @@ fn bounded(mut text: String, max: usize) -> String {
 }
 
 /// The `vLLMScalingPolicy` resource, for watching policies as untyped objects.
-fn policy_resource() -> ApiResource {
+pub(crate) fn policy_resource() -> ApiResource {
     ApiResource::erase::<VllmScalingPolicyResource>(&())
 }
 
@@ -442,7 +442,7 @@ fn policy_resource() -> ApiResource {
 ///
 /// # Errors
 /// The spec's decode error, with the path of the offending field.
-fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyResource, String> {
+pub(crate) fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyResource, String> {
     let spec_value = object.data.get("spec").unwrap_or(&Value::Null);
     let spec: crate::crd::VllmScalingPolicySpec = serde_path_to_error::deserialize(spec_value).map_err(|e| {
         let path = e.path().to_string();

@@ -2,10 +2,11 @@
 //! custom resources, by policy name or by the model id a policy's target serves.
 
 use async_trait::async_trait;
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client};
 use vllm_scaling_core::{GetScalingPolicy, TargetId, VllmScalingPolicy};
 
+use crate::controller::{decode_policy, policy_resource};
 use crate::crd::VllmScalingPolicyResource;
 use crate::discovery::{is_object_name, workload_serves};
 use crate::scale::{KubeScale, RequestError, timed};
@@ -25,16 +26,15 @@ pub enum PolicyError {
         source: RequestError,
     },
     /// The stored policy does not decode as a `vLLMScalingPolicy` (a spec the CRD's schema
-    /// admits but the policy types refuse).
-    #[error("the vLLMScalingPolicy {namespace}/{name} does not decode: {source}")]
+    /// admits but the policy types refuse), decoded as the controller decodes it.
+    #[error("the vLLMScalingPolicy {namespace}/{name} does not decode: {reason}")]
     Decode {
         /// The namespace.
         namespace: String,
         /// The policy's name.
         name: String,
-        /// What is wrong.
-        #[source]
-        source: serde_json::Error,
+        /// What is wrong, with the field's path (`spec.minReplicas: ...`).
+        reason: String,
     },
     /// Several policies in the namespace target workloads serving the model.
     #[error("several vLLMScalingPolicies in namespace {namespace} target model `{model}` ({}); address one by name", policies.join(", "))]
@@ -66,16 +66,11 @@ impl std::fmt::Debug for KubePolicies {
     }
 }
 
-fn resource() -> ApiResource {
-    ApiResource::erase::<VllmScalingPolicyResource>(&())
-}
-
-fn decode(namespace: &str, object: DynamicObject) -> Result<VllmScalingPolicyResource, PolicyError> {
-    let name = object.metadata.name.clone().unwrap_or_default();
-    serde_json::to_value(&object).and_then(serde_json::from_value).map_err(|source| PolicyError::Decode {
+fn decode(namespace: &str, object: &DynamicObject) -> Result<VllmScalingPolicyResource, PolicyError> {
+    decode_policy(object).map_err(|reason| PolicyError::Decode {
         namespace: namespace.to_owned(),
-        name,
-        source,
+        name: object.metadata.name.clone().unwrap_or_default(),
+        reason,
     })
 }
 
@@ -95,7 +90,7 @@ impl KubePolicies {
     }
 
     fn api(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &resource())
+        Api::namespaced_with(self.client.clone(), namespace, &policy_resource())
     }
 
     fn namespace_of<'a>(&'a self, namespace: &'a str) -> &'a str {
@@ -109,7 +104,7 @@ impl KubePolicies {
     pub async fn by_name(&self, namespace: &str, name: &str) -> Result<Option<VllmScalingPolicyResource>, PolicyError> {
         let namespace = self.namespace_of(namespace);
         match timed(self.request_timeout, "reading the policy", self.api(namespace).get_opt(name)).await {
-            Ok(Some(object)) => decode(namespace, object).map(Some),
+            Ok(Some(object)) => decode(namespace, &object).map(Some),
             Ok(None) => Ok(None),
             Err(source) => {
                 Err(PolicyError::Request { step: "reading the policy", namespace: namespace.to_owned(), source })
@@ -140,7 +135,7 @@ impl KubePolicies {
                 })?;
         let mut found: Vec<VllmScalingPolicyResource> = Vec::new();
         for object in list.items {
-            let policy = match decode(namespace, object) {
+            let policy = match decode(namespace, &object) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(error = %e, "skipping a policy that does not decode");

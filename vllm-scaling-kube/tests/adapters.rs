@@ -337,7 +337,10 @@ async fn policies_by_name_and_by_model_id() {
     }));
     let err = policies.by_name(NS, "broken").await.unwrap_err();
     assert!(matches!(err, PolicyError::Decode { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("the vLLMScalingPolicy default/broken does not decode"), "{err}");
+    assert!(
+        err.to_string().starts_with("the vLLMScalingPolicy default/broken does not decode: spec.minReplicas: "),
+        "{err}"
+    );
     assert!(policies.by_model(NS, "mistralai/Mistral-7B-v0.1").await.unwrap().is_some());
 
     // A failing API server is an error, not "no policy".
