@@ -71,7 +71,9 @@ pub struct EmulatorOptions {
     pub v0_names: bool,
     /// Requests that run at once, over all engines (vLLM `--max-num-seqs`).
     pub max_batch: f64,
-    /// Seconds a request takes once running, at light load.
+    /// Seconds a request occupies a batch slot (the replica serves `max_batch /
+    /// service_secs` requests per second); keep it near `base_ttft_ms + tokens_per_request
+    /// × base_itl_ms`, the end-to-end latency reported at light load.
     pub service_secs: f64,
     /// Time to first token at light load, milliseconds.
     pub base_ttft_ms: f64,
@@ -443,13 +445,16 @@ impl Sim {
                 (done as u64, eng.waiting / throughput, eng.running / batch)
             };
             for _ in 0..done {
-                let j = [self.jitter(), self.jitter(), self.jitter(), self.jitter()];
+                let j = [self.jitter(), self.jitter(), self.jitter()];
                 let queue_ms = self.load.queue_time_ms.unwrap_or(queue_secs * 1000.0 * j[0]);
                 let ttft_ms =
                     self.load.ttft_ms.unwrap_or(self.options.base_ttft_ms * (1.0 + load_ratio) * j[1] + queue_ms);
                 let itl_ms = self.load.itl_ms.unwrap_or(self.options.base_itl_ms * (1.0 + load_ratio) * j[2]);
-                let e2e_ms = self.load.e2e_ms.unwrap_or(service * 1000.0 * j[3] + queue_ms);
                 let tokens = self.options.tokens_per_request;
+                // What vLLM's histogram measures: the first token (queue time included),
+                // then one inter-token gap per further token. Both grow with the batch, so a
+                // saturated replica's requests take longer than an idle one's.
+                let e2e_ms = self.load.e2e_ms.unwrap_or(ttft_ms + (tokens - 1.0).max(0.0) * itl_ms);
                 let length_cut = self.rng.is_multiple_of(10);
                 let eng = &mut self.engines[e];
                 eng.queue.observe(queue_ms / 1000.0);
@@ -907,6 +912,33 @@ mod tests {
         assert_eq!(served.running, 16.0);
         assert!(served.queue_length > 100.0, "{served:?}");
         assert!(served.kv_cache_usage > 0.9);
+    }
+
+    #[test]
+    fn end_to_end_latency_is_first_token_plus_decode_and_grows_with_the_batch() {
+        let mean_e2e_ms = |options: EmulatorOptions, rate: f64| {
+            let mut s = sim(EmulatorOptions { load: Load { request_rate: rate, ..Default::default() }, ..options });
+            s.advance(40.0);
+            let mut page = String::new();
+            s.render(&mut page);
+            assert_eq!(sum(&page, "vllm:num_requests_waiting"), 0.0, "no queue at {rate} req/s");
+            1000.0 * sum(&page, "vllm:e2e_request_latency_seconds_sum")
+                / sum(&page, "vllm:e2e_request_latency_seconds_count")
+        };
+        // 60 ms to the first token, then 127 gaps of 15 ms, at light load.
+        let defaults = EmulatorOptions::default();
+        let light = mean_e2e_ms(defaults.clone(), 0.5);
+        assert!((1900.0..2200.0).contains(&light), "{light}");
+        // The batch nearly full (7 of 8 req/s): every token comes slower, and so does the answer.
+        let busy = mean_e2e_ms(defaults, 7.0);
+        assert!(busy > 1.5 * light, "{busy} vs {light}");
+        // `emulate-vllm`'s short answers (32 tokens, 0.5 s slots): under the seed example's
+        // `latency: 1000` when lightly loaded, over it when the batch is full.
+        let short = EmulatorOptions { tokens_per_request: 32.0, service_secs: 0.5, ..EmulatorOptions::default() };
+        let light = mean_e2e_ms(short.clone(), 4.0);
+        assert!((500.0..700.0).contains(&light), "{light}");
+        let full = mean_e2e_ms(short, 31.0);
+        assert!(full > 1000.0, "{full}");
     }
 
     #[test]

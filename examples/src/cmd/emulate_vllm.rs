@@ -25,10 +25,19 @@ pub(crate) struct Args {
     /// Data-parallel engines per replica (V1 `engine` label).
     #[arg(long, default_value_t = 1)]
     engines: u32,
-    /// Requests that run at once per replica; with the 2 s service time, a replica serves
-    /// max_batch / 2 requests per second before a queue builds.
+    /// Requests that run at once per replica; a replica serves max_batch / service-secs
+    /// requests per second (32 with the defaults) before a queue builds.
     #[arg(long, default_value_t = 16.0)]
     max_batch: f64,
+    /// Seconds a request holds a batch slot.
+    #[arg(long, default_value_t = 0.5)]
+    service_secs: f64,
+    /// Generated tokens per request. The default, a short chat answer (60 ms to the first
+    /// token, then 15 ms per token: about 0.55 s end to end when lightly loaded, twice that
+    /// with the batch full), keeps an unloaded fleet under the seed example's
+    /// `latency: 1000` rule, so only load makes it scale.
+    #[arg(long, default_value_t = 32.0)]
+    tokens_per_request: f64,
     /// How many replicas (emulated pods) to run.
     #[arg(long, default_value_t = 1)]
     replicas: u16,
@@ -65,6 +74,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             engines: args.engines,
             v0_names: args.v0_names,
             max_batch: args.max_batch,
+            service_secs: args.service_secs,
+            tokens_per_request: args.tokens_per_request,
             seed: u64::from(i) + 1,
             load: Load { request_rate: args.load, ..Load::default() },
             ..EmulatorOptions::default()
@@ -81,7 +92,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     let _ = writeln!(
         std::io::stdout(),
-        "set the load with: curl -X POST {}/control -d '{{\"request_rate\": 20}}'   (Ctrl-C stops)",
+        "set the load with: curl -X POST {}/control -d '{{\"request_rate\": 60}}'   (Ctrl-C stops)",
         emulators[0].url()
     );
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
