@@ -246,3 +246,65 @@ fn every_policy_of_the_readme_runs() {
     let err = text(&out.stderr);
     assert!(err.contains("router_requests_total") && err.contains("router_queue"), "{err}");
 }
+
+#[test]
+fn traces_in_their_own_layout_and_rate_profiles_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // The Azure dataset's own columns and wall-clock times, unsorted, with an extra column.
+    let mut csv = String::from("GeneratedTokens,TIMESTAMP,Extra,ContextTokens\n");
+    for i in (0..900).rev() {
+        let (m, s) = (15 + i / 240, f64::from(i % 240) / 4.0);
+        csv.push_str(&format!("{},2023-11-16 18:{m:02}:{s:09.6},\"a,b\",{}\n", 20 + i % 50, 300 + i));
+    }
+    let trace = dir.path().join("azure-raw.csv");
+    std::fs::write(&trace, &csv).unwrap();
+    let columns = "ts=TIMESTAMP,in=ContextTokens,out=GeneratedTokens";
+    let out_dir = dir.path().join("out");
+    let out = simulate(&out_dir, &["--policy", "oracle", "--trace", trace.to_str().unwrap(), "--columns", columns]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(&out_dir);
+    assert_eq!(r["source"]["stats"]["requests"], 900);
+    assert!((r["source"]["stats"]["duration_secs"].as_f64().unwrap() - 224.75).abs() < 1e-6, "{r}");
+
+    // Columns that do not map, a time that does not parse: exit 2 with the line and column.
+    let wrong = "ts=TIME,in=ContextTokens,out=GeneratedTokens";
+    let out = simulate(&out_dir, &["--trace", trace.to_str().unwrap(), "--columns", wrong]);
+    assert_bad_input(&out, &["azure-raw.csv", "line 1: no column `TIME` for ts=", "TIMESTAMP, Extra"]);
+    let out = simulate(&out_dir, &["--trace", trace.to_str().unwrap(), "--columns", "ts=TIMESTAMP,in=ContextTokens"]);
+    assert_bad_input(&out, &["--columns", "needs all of ts=, in= and out="]);
+    let out =
+        simulate(&out_dir, &["--trace", trace.to_str().unwrap(), "--columns", columns, "--time-format", "epoch-ms"]);
+    assert_bad_input(&out, &["line 2: column `TIMESTAMP`", "not a number", "--skip-bad-rows"]);
+
+    // A two-day rate profile (ServeGen's layout), rescaled.
+    let mut profile =
+        String::from("model,window_start_seconds,window_seconds,total_rps,active_clients,rate_weighted_client_cv\n");
+    for w in 0..288 {
+        let rps = 100.0 + 80.0 * (f64::from(w) / 144.0 * std::f64::consts::PI).sin();
+        profile.push_str(&format!("m-test,{},600,{rps:.2},10,1.2\n", w * 600));
+    }
+    let rates = dir.path().join("rates.csv");
+    std::fs::write(&rates, &profile).unwrap();
+    let rp_dir = dir.path().join("rp");
+    let out = simulate(
+        &rp_dir,
+        &[
+            "--policy",
+            "fixed-peak",
+            "--rate-profile",
+            rates.to_str().unwrap(),
+            "--rate-profile-days",
+            "2",
+            "--rate-profile-mean-rps",
+            "0.05",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(&rp_dir);
+    assert!(r["source"]["name"].as_str().unwrap().ends_with("rates.csv:m-test"), "{r}");
+    let stats = &r["source"]["stats"];
+    assert!(stats["duration_secs"].as_f64().unwrap() > 1.9 * 86_400.0, "{stats}");
+    assert!((stats["mean_rps"].as_f64().unwrap() - 0.05).abs() < 0.005, "{stats}");
+    let out = simulate(&rp_dir, &["--rate-profile", rates.to_str().unwrap(), "--rate-profile-model", "m-large"]);
+    assert_bad_input(&out, &["rates.csv", "no windows for model `m-large`", "m-test"]);
+}

@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use vllm_scaling_core::sim::{
-    ExperimentConfig, FleetConfig, GeneratorConfig, Learning, Parallel, Plan, PolicyKind, PolicyReport, ReplicaModel,
-    ReplicaProfile, Router, RunResult, SimError, Stage, Start, Trace, TraceOptions, TraceStats, Windows,
+    ColumnMap, ExperimentConfig, FleetConfig, GeneratorConfig, Learning, Parallel, Plan, PolicyKind, PolicyReport,
+    RateProfile, ReplicaModel, ReplicaProfile, Router, RunResult, SimError, Stage, Start, Trace, TraceError,
+    TraceOptions, TraceStats, Windows,
 };
 
 mod plot;
@@ -57,6 +58,28 @@ pub(crate) struct Args {
     /// Seed of the replay jitter, the generator and the calibration.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Read `--trace` files in their own layout: which columns hold the arrival time, the
+    /// prompt and the output lengths (`ts=TIMESTAMP,in=ContextTokens,out=GeneratedTokens`).
+    /// Times become seconds from the first request; rows are sorted.
+    #[arg(long, value_name = "ts=COL,in=COL,out=COL", help_heading = "Traces")]
+    columns: Option<String>,
+    /// How `--columns` timestamps are written: auto, seconds, epoch-s, epoch-ms or
+    /// iso8601 (`2023-11-16T18:15:46Z`; without an offset, UTC).
+    #[arg(long, default_value = "auto", help_heading = "Traces")]
+    time_format: String,
+    /// A multi-day rate profile to draw arrivals from (ServeGen's layout,
+    /// `../shared/traces/servegen_rate_profiles.csv`): Gamma arrivals per window with its CV.
+    #[arg(long, value_name = "CSV", help_heading = "Traces")]
+    rate_profile: Option<PathBuf>,
+    /// The profile's `model` to use (needed when the file holds several).
+    #[arg(long, value_name = "NAME", help_heading = "Traces")]
+    rate_profile_model: Option<String>,
+    /// Days of the rate profile to replay, from its start.
+    #[arg(long, default_value_t = 1.0, help_heading = "Traces")]
+    rate_profile_days: f64,
+    /// The profile's rates rescaled to this mean, requests per second.
+    #[arg(long, default_value_t = 10.0, help_heading = "Traces")]
+    rate_profile_mean_rps: f64,
     /// A `vLLMScalingPolicy` file to simulate, run unchanged by the same engine as the
     /// controller (repeatable: several run side by side). With any, the comparison is
     /// your policies next to the baselines; add `--recommend` for the derived policy.
@@ -402,13 +425,17 @@ fn fmt_secs(v: f64) -> String {
 
 fn load_sources(args: &Args) -> Result<Vec<(Source, Trace)>> {
     let mut out = Vec::new();
-    if args.traces.is_empty() {
+    if args.traces.is_empty() && args.rate_profile.is_none() {
         let generator = generator_config(args);
         let trace = generator.generate(args.seed).context("cannot generate the built-in load")?;
         out.push(transform(args, "generator".to_owned(), trace, 0)?);
     }
     for path in &args.traces {
         out.push(load_trace(args, path)?);
+    }
+    if let Some(path) = &args.rate_profile {
+        let (name, trace) = rate_profile_trace(args, path)?;
+        out.push(transform(args, name, trace, 0)?);
     }
     Ok(out)
 }
@@ -430,8 +457,11 @@ fn generator_config(args: &Args) -> GeneratorConfig {
 fn load_trace(args: &Args, path: &Path) -> Result<(Source, Trace)> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the trace {shown}"))?;
-    let parsed = vllm_scaling_core::sim::Trace::parse_csv(&text, TraceOptions { skip_bad_rows: args.skip_bad_rows })
-        .with_context(|| format!("{shown}: invalid trace (use --skip-bad-rows to skip malformed rows)"))?;
+    let parsed = parse_trace(args, &text).map_err(|e| {
+        let row = matches!(e.downcast_ref(), Some(TraceError::BadRow { .. } | TraceError::Unsorted { .. }));
+        let hint = if row { " (use --skip-bad-rows to skip malformed rows)" } else { "" };
+        BadInput(format!("{shown}: invalid trace: {e:#}{hint}"))
+    })?;
     if parsed.skipped_rows > 0 {
         let first = parsed.first_skipped.as_ref().map(ToString::to_string).unwrap_or_default();
         eprintln!("{shown}: skipped {} bad rows (first: {first})", parsed.skipped_rows);
@@ -460,6 +490,39 @@ fn transform(args: &Args, name: String, trace: Trace, skipped_rows: usize) -> Re
         raw: Some(raw),
     };
     Ok((source, trace))
+}
+
+/// A trace file in the shared layout, or with `--columns`, in the file's own.
+fn parse_trace(args: &Args, text: &str) -> Result<vllm_scaling_core::sim::ParsedTrace> {
+    let options = TraceOptions { skip_bad_rows: args.skip_bad_rows };
+    let Some(spec) = &args.columns else {
+        if args.time_format != "auto" {
+            return Err(BadInput("--time-format needs --columns (the shared layout is in seconds)".to_owned()).into());
+        }
+        return Ok(Trace::parse_csv(text, options)?);
+    };
+    let mut columns: ColumnMap = spec.parse().map_err(|e| BadInput(format!("--columns: {e}")))?;
+    columns.time_format = args.time_format.parse().map_err(|e: String| BadInput(format!("--time-format: {e}")))?;
+    Ok(Trace::parse_csv_mapped(text, options, &columns)?)
+}
+
+/// The trace drawn from `--rate-profile`: its first `--rate-profile-days`, rescaled to
+/// `--rate-profile-mean-rps`, token lengths from the built-in generator.
+fn rate_profile_trace(args: &Args, path: &Path) -> Result<(String, Trace)> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the rate profile {shown}"))?;
+    let profile = RateProfile::parse_csv(&text, args.rate_profile_model.as_deref())
+        .map_err(|e| BadInput(format!("{shown}: invalid rate profile: {e}")))?;
+    if !(args.rate_profile_days.is_finite() && args.rate_profile_days > 0.0) {
+        return Err(
+            BadInput(format!("--rate-profile-days must be a positive number, got {}", args.rate_profile_days)).into()
+        );
+    }
+    let profile = profile.truncate(args.rate_profile_days * 86_400.0);
+    let trace = profile
+        .generate(args.rate_profile_mean_rps, &GeneratorConfig::default(), args.seed)
+        .map_err(|e| BadInput(format!("{shown}: cannot draw arrivals from the rate profile: {e}")))?;
+    Ok((format!("{shown}:{}", profile.model), trace))
 }
 
 struct SweepRow {

@@ -130,6 +130,24 @@ impl GeneratorConfig {
         Ok(())
     }
 
+    /// The log-normal prompt and output length distributions.
+    fn length_distributions(&self) -> Result<(LogNormal, LogNormal), TraceError> {
+        let input =
+            LogNormal::new(self.input_median_tokens.ln(), self.input_sigma).map_err(|_| TraceError::BadTransform {
+                what: "the prompt-length distribution",
+                expected: "valid",
+                value: self.input_sigma,
+            })?;
+        let output = LogNormal::new(self.output_median_tokens.ln(), self.output_sigma).map_err(|_| {
+            TraceError::BadTransform {
+                what: "the output-length distribution",
+                expected: "valid",
+                value: self.output_sigma,
+            }
+        })?;
+        Ok((input, output))
+    }
+
     /// The arrival rate at `t` without bursts.
     #[must_use]
     pub fn base_rate(&self, t: f64) -> f64 {
@@ -166,19 +184,7 @@ impl GeneratorConfig {
             cumulative.push(total);
         }
         let shape = 1.0 / (self.arrival_cv * self.arrival_cv);
-        let input =
-            LogNormal::new(self.input_median_tokens.ln(), self.input_sigma).map_err(|_| TraceError::BadTransform {
-                what: "the prompt-length distribution",
-                expected: "valid",
-                value: self.input_sigma,
-            })?;
-        let output = LogNormal::new(self.output_median_tokens.ln(), self.output_sigma).map_err(|_| {
-            TraceError::BadTransform {
-                what: "the output-length distribution",
-                expected: "valid",
-                value: self.output_sigma,
-            }
-        })?;
+        let (input, output) = self.length_distributions()?;
         let mut requests = Vec::with_capacity(total as usize + 16);
         let mut operational = rng.gamma(shape, 1.0 / shape);
         let mut second = 0usize;
@@ -202,9 +208,224 @@ impl GeneratorConfig {
     }
 }
 
+/// One window of a rate profile.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateWindow {
+    /// Start, seconds from the profile's start.
+    pub start_secs: f64,
+    /// Length, seconds.
+    pub length_secs: f64,
+    /// Arrival rate in the window, requests per second.
+    pub rps: f64,
+    /// Coefficient of variation of inter-arrival times in the window (1: Poisson).
+    pub arrival_cv: f64,
+}
+
+/// A long-horizon arrival-rate profile, one rate per window (ServeGen's aggregate
+/// layout, `../shared/traces/servegen_rate_profiles.csv`:
+/// `model,window_start_seconds,window_seconds,total_rps,active_clients,rate_weighted_client_cv`),
+/// from which multi-day traces are drawn.
+///
+/// ```
+/// use vllm_scaling_core::sim::{GeneratorConfig, RateProfile};
+///
+/// let csv = "model,window_start_seconds,window_seconds,total_rps,active_clients,rate_weighted_client_cv\n\
+///            m,0,600,10,3,1.0\nm,600,600,30,5,1.5\n";
+/// let profile = RateProfile::parse_csv(csv, Some("m")).unwrap();
+/// assert_eq!(profile.mean_rps(), 20.0);
+/// // Scaled to a mean of 2 req/s: ~1200 + ~3600 / 10 requests.
+/// let trace = profile.generate(2.0, &GeneratorConfig::default(), 7).unwrap();
+/// assert!((trace.len() as f64 - 2400.0).abs() < 300.0, "{}", trace.len());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateProfile {
+    /// The `model` the windows belong to.
+    pub model: String,
+    /// The windows, sorted by start.
+    pub windows: Vec<RateWindow>,
+}
+
+const RATE_HEADER: [&str; 6] =
+    ["model", "window_start_seconds", "window_seconds", "total_rps", "active_clients", "rate_weighted_client_cv"];
+
+impl RateProfile {
+    /// Reads the windows of `model` (which may be left out when the file holds one model).
+    ///
+    /// # Errors
+    /// A header that is not ServeGen's, a bad row (by line), an unknown or missing model
+    /// name (the file's models are listed), no windows.
+    pub fn parse_csv(text: &str, model: Option<&str>) -> Result<Self, TraceError> {
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let Some((_, header)) = lines.next() else { return Err(TraceError::Empty) };
+        let header = header.trim().trim_start_matches('\u{feff}');
+        let fields: Vec<&str> = header.split(',').map(str::trim).collect();
+        if fields != RATE_HEADER {
+            return Err(TraceError::BadRow {
+                line: 1,
+                reason: format!("expected the rate-profile header `{}`, found `{header}`", RATE_HEADER.join(",")),
+            });
+        }
+        let mut models: Vec<String> = Vec::new();
+        let mut windows = Vec::new();
+        for (i, raw) in lines {
+            let line = i + 1;
+            let bad = |reason: String| TraceError::BadRow { line, reason };
+            let f: Vec<&str> = raw.split(',').map(str::trim).collect();
+            if f.len() != RATE_HEADER.len() {
+                return Err(bad(format!("expected {} comma-separated fields, found {}", RATE_HEADER.len(), f.len())));
+            }
+            if !models.iter().any(|m| m == f[0]) {
+                models.push(f[0].to_owned());
+            }
+            if model.is_some_and(|m| m != f[0]) {
+                continue;
+            }
+            let num = |k: usize| -> Result<f64, TraceError> {
+                f[k].parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| bad(format!("{} must be a finite number >= 0, got `{}`", RATE_HEADER[k], f[k])))
+            };
+            let (start_secs, length_secs, rps, cv) = (num(1)?, num(2)?, num(3)?, num(5)?);
+            if length_secs <= 0.0 {
+                return Err(bad("window_seconds must be greater than 0".to_owned()));
+            }
+            // A window without clients has no CV (0): arrivals are then Poisson.
+            let arrival_cv = if cv > 0.0 { cv.clamp(0.1, 10.0) } else { 1.0 };
+            windows.push((f[0].to_owned(), RateWindow { start_secs, length_secs, rps, arrival_cv }));
+        }
+        let chosen = match model {
+            Some(m) => m.to_owned(),
+            None if models.len() == 1 => models[0].clone(),
+            None => {
+                return Err(TraceError::BadRow {
+                    line: 1,
+                    reason: format!("the file holds several models ({}): choose one", models.join(", ")),
+                });
+            }
+        };
+        let mut windows: Vec<RateWindow> = windows.into_iter().filter(|(m, _)| *m == chosen).map(|(_, w)| w).collect();
+        if windows.is_empty() {
+            return Err(TraceError::BadRow {
+                line: 1,
+                reason: format!("no windows for model `{chosen}` (the file has: {})", models.join(", ")),
+            });
+        }
+        windows.sort_by(|a, b| a.start_secs.total_cmp(&b.start_secs));
+        Ok(Self { model: chosen, windows })
+    }
+
+    /// The time-weighted mean rate, requests per second.
+    #[must_use]
+    pub fn mean_rps(&self) -> f64 {
+        let (n, secs) =
+            self.windows.iter().fold((0.0, 0.0), |(n, s), w| (n + w.rps * w.length_secs, s + w.length_secs));
+        if secs > 0.0 { n / secs } else { 0.0 }
+    }
+
+    /// The profile cut to its first `secs` seconds (windows starting later are dropped,
+    /// one straddling the end is shortened).
+    #[must_use]
+    pub fn truncate(&self, secs: f64) -> Self {
+        let origin = self.windows.first().map_or(0.0, |w| w.start_secs);
+        let windows = self
+            .windows
+            .iter()
+            .filter(|w| w.start_secs - origin < secs)
+            .map(|w| RateWindow { length_secs: w.length_secs.min(secs - (w.start_secs - origin)), ..*w })
+            .collect();
+        Self { model: self.model.clone(), windows }
+    }
+
+    /// Draws a trace: in each window, a renewal process of Gamma inter-arrival times with
+    /// the window's CV at its rate scaled so the whole profile's mean is `mean_rps`;
+    /// token lengths from `lengths`' log-normal distributions. Time starts at the first
+    /// window. Seeded.
+    ///
+    /// # Errors
+    /// [`TraceError::BadTransform`] for a mean rate that is not positive or a profile
+    /// without traffic, `lengths`' own errors, [`TraceError::Empty`] if nothing arrives.
+    pub fn generate(&self, mean_rps: f64, lengths: &GeneratorConfig, seed: u64) -> Result<Trace, TraceError> {
+        if !(mean_rps.is_finite() && mean_rps > 0.0 && mean_rps <= 100_000.0) {
+            return Err(TraceError::BadTransform {
+                what: "the rate profile's mean rate",
+                expected: "in (0, 100000] requests/s",
+                value: mean_rps,
+            });
+        }
+        let own = self.mean_rps();
+        if own <= 0.0 {
+            return Err(TraceError::BadTransform {
+                what: "the rate profile's own mean rate",
+                expected: "> 0",
+                value: own,
+            });
+        }
+        lengths.check()?;
+        let (input, output) = lengths.length_distributions()?;
+        let scale = mean_rps / own;
+        let origin = self.windows.first().map_or(0.0, |w| w.start_secs);
+        let mut rng = SimRng::stream(seed, 0x7270_726f);
+        let tokens = |d: &LogNormal, max: u32, u: f64| -> u32 {
+            d.inverse_cdf(u.clamp(1e-9, 1.0 - 1e-9)).round().clamp(1.0, f64::from(max)) as u32
+        };
+        let expected: f64 = self.windows.iter().map(|w| w.rps * w.length_secs).sum::<f64>() * scale;
+        let mut requests = Vec::with_capacity(expected as usize + 16);
+        for w in &self.windows {
+            let rate = w.rps * scale;
+            if rate <= 0.0 {
+                continue;
+            }
+            let shape = 1.0 / (w.arrival_cv * w.arrival_cv);
+            let (start, end) = (w.start_secs - origin, w.start_secs - origin + w.length_secs);
+            let mut t = start + rng.gamma(shape, 1.0 / (shape * rate));
+            while t < end {
+                requests.push(TraceRequest {
+                    arrival_secs: t,
+                    input_tokens: tokens(&input, lengths.max_input_tokens, rng.uniform()),
+                    output_tokens: tokens(&output, lengths.max_output_tokens, rng.uniform()),
+                });
+                t += rng.gamma(shape, 1.0 / (shape * rate));
+            }
+        }
+        Trace::from_requests(requests)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_profiles_are_followed_window_by_window() {
+        let csv = "model,window_start_seconds,window_seconds,total_rps,active_clients,rate_weighted_client_cv\n\
+                   a,0,600,5,1,1.0\nb,0,600,1,1,1.0\na,600,600,0,0,0\na,1200,600,20,9,2.0\n";
+        let p = RateProfile::parse_csv(csv, Some("a")).unwrap();
+        assert_eq!(p.windows.len(), 3);
+        assert!((p.mean_rps() - 25.0 / 3.0).abs() < 1e-9);
+        let t = p.generate(25.0 / 3.0, &GeneratorConfig::default(), 1).unwrap();
+        let count = |from: f64, to: f64| {
+            t.requests().iter().filter(|r| r.arrival_secs >= from && r.arrival_secs < to).count() as f64
+        };
+        assert!((count(0.0, 600.0) / 600.0 - 5.0).abs() < 0.6, "{}", count(0.0, 600.0));
+        assert_eq!(count(600.0, 1200.0), 0.0, "an empty window stays empty");
+        assert!((count(1200.0, 1800.0) / 600.0 - 20.0).abs() < 2.5, "{}", count(1200.0, 1800.0));
+        // Rescaled: the same shape at a tenth of the rate.
+        let tenth = p.generate(25.0 / 30.0, &GeneratorConfig::default(), 1).unwrap();
+        assert!((tenth.len() as f64 / t.len() as f64 - 0.1).abs() < 0.02);
+        assert_eq!(p.truncate(900.0).windows.len(), 2);
+        assert_eq!(p.truncate(900.0).windows[1].length_secs, 300.0);
+        // A multi-model file needs a model; unknown ones list what is there.
+        let e = RateProfile::parse_csv(csv, None).unwrap_err().to_string();
+        assert!(e.contains("several models (a, b)"), "{e}");
+        let e = RateProfile::parse_csv(csv, Some("c")).unwrap_err().to_string();
+        assert!(e.contains("no windows for model `c`") && e.contains("a, b"), "{e}");
+        let e = RateProfile::parse_csv(&csv.replace("0,600,20", "0,600,-20"), Some("a")).unwrap_err().to_string();
+        assert!(e.starts_with("line 5:") && e.contains("total_rps"), "{e}");
+        assert!(RateProfile::parse_csv("a,b\n", None).unwrap_err().to_string().contains("rate-profile header"));
+    }
 
     #[test]
     fn follows_the_daily_shape() {

@@ -67,11 +67,11 @@ pub use experiment::{
     recommended_policy_yaml_for,
 };
 pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, simulate};
-pub use generator::GeneratorConfig;
+pub use generator::{GeneratorConfig, RateProfile, RateWindow};
 pub use model::{ModelError, ReplicaModel};
 pub use observe::{ARRIVAL_RATE_QUERY, FleetView, PodSample, PodStatus, Snapshot, pod_name};
 pub use profile::{PROFILE_NUMBERS, ProfileError, ReplicaProfile};
 pub use report::{PolicyReport, ScaleChange, SeriesPoint, direction_changes};
 pub use rng::SimRng;
-pub use trace::{ParsedTrace, Trace, TraceError, TraceOptions, TraceRequest, TraceStats};
+pub use trace::{ColumnMap, ParsedTrace, TimeFormat, Trace, TraceError, TraceOptions, TraceRequest, TraceStats};
 pub use user_policy::{SIMULATED_METRICS, UnmodelledRule, unmodelled_rules};
