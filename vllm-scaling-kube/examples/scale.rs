@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release -p vllm-scaling-kube --features test-util --examples
 //! taskset -c 0 target/release/examples/scale [--namespaces 100] [--policies-per-namespace 100] \
-//!     [--duration-secs 300] [--sync-period-secs 15]
+//!     [--duration-secs 300] [--sync-period-secs 15] [--status-interval-secs 60]
 //! ```
 //!
 //! The controller runs on a single-threaded tokio runtime; the API server is
@@ -110,6 +110,7 @@ fn main() {
     let policies: u64 = namespaces.parse::<u64>().unwrap() * per_namespace.parse::<u64>().unwrap();
     let duration = Duration::from_secs(arg("--duration-secs", "300").parse().unwrap());
     let period = Duration::from_secs(arg("--sync-period-secs", "15").parse().unwrap());
+    let status_interval = Duration::from_secs(arg("--status-interval-secs", "60").parse().unwrap());
 
     // The API server, in its own process on the other core.
     let server_bin = std::env::current_exe().unwrap().with_file_name("fake-apiserver");
@@ -145,7 +146,7 @@ fn main() {
             evaluations: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
         };
-        let config = ControllerConfig::default().with_sync_period(period);
+        let config = ControllerConfig::default().with_sync_period(period).with_status_interval(status_interval);
         let ctx = Arc::new(Context::new(client_for(&url).unwrap(), synthetic, config));
         let ready = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -206,6 +207,7 @@ fn main() {
             "rss_mb_end": proc_field("/proc/self/status", "VmRSS:") as f64 / 1024.0,
             "peak_rss_mb": proc_field("/proc/self/status", "VmHWM:") as f64 / 1024.0,
             "scale_events_total": scale_events,
+            "evaluations_total": ctx.metrics_source().evaluations.load(Ordering::Relaxed),
         })
     });
     // Closing stdin makes the server print its request counts and exit.
@@ -218,8 +220,16 @@ fn main() {
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), json!(v.as_f64().unwrap_or(0.0) / uptime))).collect())
         .unwrap_or_default();
+    // Every request but the watches, per evaluation, both over the whole run.
+    let requests: f64 = counts["request_counts"]
+        .as_object()
+        .map(|m| m.iter().filter(|(k, _)| !k.starts_with("WATCH")).filter_map(|(_, v)| v.as_f64()).sum())
+        .unwrap_or(0.0);
+    let status_patches = counts["request_counts"]["PATCH vllmscalingpolicies/status"].as_f64().unwrap_or(0.0);
+    let evaluations = summary["evaluations_total"].as_f64().unwrap_or(1.0).max(1.0);
     println!(
         "{}",
-        json!({"controller": summary, "api_requests_per_sec_over_uptime": per_sec, "api_server_uptime_secs": uptime})
+        json!({"controller": summary, "api_requests_per_sec_over_uptime": per_sec, "api_server_uptime_secs": uptime,
+               "api_requests_per_evaluation": requests / evaluations, "status_patches_per_evaluation": status_patches / evaluations})
     );
 }

@@ -78,6 +78,11 @@ pub struct ControllerConfig {
     pub namespace: Option<String>,
     /// This replica's identity, for events.
     pub identity: String,
+    /// The longest a policy's status goes unwritten (`--status-interval`, 60 s). A status
+    /// is written when something a user reads changed, or the history in a way a restart
+    /// needs (see [`reconcile`]); otherwise at most this often, which refreshes
+    /// `lastEvaluationTime` and the rules' observed values. Zero writes every evaluation.
+    pub status_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -92,6 +97,7 @@ impl Default for ControllerConfig {
             concurrency: 256,
             namespace: None,
             identity: CONTROLLER_NAME.to_owned(),
+            status_interval: Duration::from_secs(60),
         }
     }
 }
@@ -133,6 +139,13 @@ impl ControllerConfig {
         self
     }
 
+    /// Sets the status interval (builder style).
+    #[must_use]
+    pub fn with_status_interval(mut self, interval: Duration) -> Self {
+        self.status_interval = interval;
+        self
+    }
+
     /// Sets the evaluation concurrency (builder style).
     #[must_use]
     pub fn with_concurrency(mut self, concurrency: u16) -> Self {
@@ -166,6 +179,19 @@ struct PolicyRuntime {
     last_direction: Option<Direction>,
     missing_since: BTreeMap<String, Timestamp>,
     rule_labels: Vec<(String, String)>,
+    /// The last status this controller wrote, as compared for the next write.
+    written: Option<Written>,
+}
+
+/// What [`write_status`] remembers of the last status it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Written {
+    /// [`status_fingerprint`] of it.
+    fingerprint: u64,
+    /// The newest recommendation in its history.
+    newest_recommendation: Option<i32>,
+    /// When it was written.
+    at: Timestamp,
 }
 
 /// Everything an evaluation needs, shared by all policies.
@@ -601,7 +627,7 @@ async fn evaluate_undecodable<M: GetScalingMetrics + 'static>(
     );
     let blocked = Blocked::new("InvalidSpec", ErrorKind::InvalidPolicy, message);
     block_on(ctx, subject, &mut status, &blocked, "Validate", now).await;
-    write_status_on(ctx, subject, status).await;
+    write_status_on(ctx, rt, subject, status, now).await;
     Next::Period
 }
 
@@ -653,13 +679,13 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             not_evaluated(&mut status, "InvalidSpec", &message, now);
             ctx.count_error(policy, ErrorKind::InvalidPolicy);
             ctx.publish(policy, EventType::Warning, "InvalidSpec", "Validate", message).await;
-            write_status(ctx, policy, status).await;
+            write_status(ctx, rt, policy, status, now).await;
             return Next::Period;
         }
     };
     if is_paused(policy) {
         pause(ctx, policy, &mut status, now).await;
-        write_status(ctx, policy, status).await;
+        write_status(ctx, rt, policy, status, now).await;
         return Next::Period;
     }
     if status.conditions.iter().any(|c| c.type_ == "AbleToScale" && c.reason == "Paused") {
@@ -688,7 +714,15 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
                 .with_sync_period(ctx.config.sync_period)
                 .with_downscale_stabilization(ctx.config.downscale_stabilization);
             let mut engine = Engine::with_config(resolved.clone(), config);
-            if let Some(history) = status.history.clone() {
+            if let Some(mut history) = status.history.clone() {
+                let interval = ctx.config.status_interval;
+                if let Some(written_at) = policy.status.as_ref().and_then(|s| s.last_evaluation_time.as_ref())
+                    && !interval.is_zero()
+                {
+                    let written_at = u64::try_from(written_at.0.as_millisecond()).unwrap_or(0);
+                    let unwritten_for = interval.saturating_add(ctx.config.sync_period);
+                    cover_unwritten(&mut history, Timestamp::from_millis(written_at), now, unwritten_for);
+                }
                 engine.restore_state(history);
             }
             rt.engine.insert(engine)
@@ -704,7 +738,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             status.reference = None;
             status.selector = None;
             block(ctx, policy, &mut status, &Blocked::target(&e), now).await;
-            write_status(ctx, policy, status).await;
+            write_status(ctx, rt, policy, status, now).await;
             return Next::Period;
         }
     };
@@ -715,13 +749,13 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     // 3. Refuse to fight.
     if let Some(blocked) = other_autoscaler(ctx, namespace, &target).await {
         block(ctx, policy, &mut status, &blocked, now).await;
-        write_status(ctx, policy, status).await;
+        write_status(ctx, rt, policy, status, now).await;
         return Next::Period;
     }
 
     if let Some(blocked) = older_policy(ctx, policy, namespace, &target).await {
         block(ctx, policy, &mut status, &blocked, now).await;
-        write_status(ctx, policy, status).await;
+        write_status(ctx, rt, policy, status, now).await;
         return Next::Period;
     }
 
@@ -730,7 +764,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         Ok(s) => s,
         Err(e @ ScaleError::NotFound { .. }) => {
             block(ctx, policy, &mut status, &Blocked::target(&e), now).await;
-            write_status(ctx, policy, status).await;
+            write_status(ctx, rt, policy, status, now).await;
             return Next::Period;
         }
         Err(e) => {
@@ -748,7 +782,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             not_evaluated(&mut status, "FailedGetScale", &message, now);
             ctx.count_error(policy, ErrorKind::GetScale);
             ctx.publish(policy, EventType::Warning, "FailedGetScale", "GetScale", message).await;
-            write_status(ctx, policy, status).await;
+            write_status(ctx, rt, policy, status, now).await;
             return Next::Period;
         }
     };
@@ -765,7 +799,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             format!("the scale subresource of {} {} reports no pod selector", target.kind, target.name),
         );
         block(ctx, policy, &mut status, &blocked, now).await;
-        write_status(ctx, policy, status).await;
+        write_status(ctx, rt, policy, status, now).await;
         return Next::Period;
     }
     set_condition(&mut status.conditions, "Ready", true, "TargetResolved", ready_message(&target), now);
@@ -1025,7 +1059,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     }
 
     status.history = rt.engine.as_ref().map(|e| e.state().clone());
-    write_status(ctx, policy, status).await;
+    write_status(ctx, rt, policy, status, now).await;
     next
 }
 
@@ -1225,23 +1259,159 @@ fn not_evaluated(status: &mut PolicyStatus, reason: &str, why: &str, now: Timest
 
 async fn write_status<M: GetScalingMetrics + 'static>(
     ctx: &Context<M>,
+    rt: &mut PolicyRuntime,
     policy: &VllmScalingPolicyResource,
     status: PolicyStatus,
+    now: Timestamp,
 ) {
-    write_status_on(ctx, &Subject::of(policy), status).await;
+    write_status_on(ctx, rt, &Subject::of(policy), status, now).await;
 }
 
-async fn write_status_on<M: GetScalingMetrics + 'static>(ctx: &Context<M>, subject: &Subject, status: PolicyStatus) {
+/// Writes the status when it is due: something [`status_fingerprint`] covers changed, the
+/// newest recommendation is higher than the newest one written (see [`cover_unwritten`]),
+/// or `--status-interval` has passed since the last write (zero: always). A failed write
+/// is due again at the next evaluation.
+async fn write_status_on<M: GetScalingMetrics + 'static>(
+    ctx: &Context<M>,
+    rt: &mut PolicyRuntime,
+    subject: &Subject,
+    status: PolicyStatus,
+    now: Timestamp,
+) {
+    let interval = ctx.config.status_interval;
+    let written = Written {
+        fingerprint: status_fingerprint(&status),
+        newest_recommendation: newest_recommendation(status.history.as_ref()).map(|r| r.replicas),
+        at: now,
+    };
+    let due = match rt.written {
+        None => true,
+        Some(last) => {
+            interval.is_zero()
+                || last.fingerprint != written.fingerprint
+                || written.newest_recommendation > last.newest_recommendation
+                || now.saturating_duration_since(last.at) >= interval
+        }
+    };
+    if !due {
+        ctx.telemetry.status_writes_skipped.inc();
+        return;
+    }
     let (namespace, name) = (&subject.namespace, &subject.name);
     let api: Api<VllmScalingPolicyResource> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = status.merge_patch();
     match ctx.timed("writing the status", api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))).await
     {
-        Ok(_) => {}
+        Ok(_) => {
+            ctx.telemetry.status_writes.inc();
+            rt.written = Some(written);
+        }
         Err(e) => {
+            rt.written = None;
             ctx.count_error_on(subject, ErrorKind::Status);
             tracing::warn!(namespace, policy = name, error = %e, "writing the policy status failed");
         }
+    }
+}
+
+fn newest_recommendation(
+    history: Option<&vllm_scaling_core::EngineState>,
+) -> Option<vllm_scaling_core::Recommendation> {
+    history?.recommendations.iter().max_by_key(|r| r.at).copied()
+}
+
+/// What of a status counts as a change worth a write, as one hash:
+///
+/// * everything a user reads in `kubectl get`/`describe`: the target, selector, current
+///   and desired replicas, last scale time, winning rule, `limitedBy`, each rule's
+///   status, proposal, threshold and type, each condition's status and reason, the
+///   pending rescale, the observed generation;
+/// * texts (the explanation, condition messages, rule reasons) with their numbers masked:
+///   a new sentence counts, a new number in the same sentence does not (the observed
+///   values are on `/metrics` at every evaluation, and in the status at every interval);
+/// * of the engine history, what a restarted controller must not lose: the scale events
+///   (the rate limits), the panic state and the idle time of scale to zero. The
+///   recommendations are covered by the newest-recommendation rule and by
+///   [`cover_unwritten`], the panic and forecast samples are short-lived inputs.
+///
+/// Left out: `lastEvaluationTime`, the rules' observed values, and the numbers in texts.
+fn status_fingerprint(status: &PolicyStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn text(h: &mut impl Hasher, s: Option<&str>) {
+        let Some(s) = s else {
+            0u8.hash(h);
+            return;
+        };
+        let mut in_number = false;
+        for c in s.chars() {
+            let digit = c.is_ascii_digit() || (in_number && c == '.');
+            if digit && !in_number {
+                '#'.hash(h);
+            } else if !digit {
+                c.hash(h);
+            }
+            in_number = digit;
+        }
+        1u8.hash(h);
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let PolicyStatus {
+        observed_generation,
+        target,
+        reference,
+        selector,
+        current_replicas,
+        desired_replicas,
+        last_scale_time,
+        last_evaluation_time: _,
+        winning_rule,
+        limited_by,
+        explanation,
+        rules,
+        conditions,
+        history,
+        pending_rescale,
+    } = status;
+    (observed_generation, target, reference, selector, current_replicas, desired_replicas).hash(&mut h);
+    last_scale_time.as_ref().map(|t| t.0.as_millisecond()).hash(&mut h);
+    (winning_rule, limited_by).hash(&mut h);
+    pending_rescale.map(|p| (p.from, p.to, p.decided_at_ms)).hash(&mut h);
+    text(&mut h, explanation.as_deref());
+    for r in rules {
+        (&r.name, &r.metric, r.threshold.to_bits(), &r.target_type, r.proposal, &r.status).hash(&mut h);
+        text(&mut h, r.reason.as_deref());
+    }
+    for c in conditions {
+        (&c.type_, &c.status, &c.reason).hash(&mut h);
+        text(&mut h, Some(&c.message));
+    }
+    if let Some(history) = history {
+        for e in history.scale_up_events.iter().chain(&history.scale_down_events) {
+            (e.at.as_millis(), e.change).hash(&mut h);
+        }
+        serde_json::to_string(&history.advanced.panic).unwrap_or_default().hash(&mut h);
+        history.advanced.idle_since.map(Timestamp::as_millis).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Makes a restored history safe although the last evaluations before a restart may not
+/// have been written. Those unwritten recommendations were each at most the newest
+/// written one (a higher one is written at once) and were made before
+/// `written_at + status_interval + sync_period` (a write is due by then). A copy of the
+/// newest written recommendation stamped at that time (or now, if earlier) bounds them
+/// all, so the restarted controller's scale-down stabilization holds at least as long as
+/// the stopped one's would have: never an earlier scale-down, at most one interval later.
+fn cover_unwritten(
+    history: &mut vllm_scaling_core::EngineState,
+    written_at: Timestamp,
+    now: Timestamp,
+    unwritten_for: Duration,
+) {
+    let Some(newest) = newest_recommendation(Some(history)) else { return };
+    let stamp = written_at.saturating_add(unwritten_for).min(now);
+    if stamp > newest.at {
+        history.recommendations.push(vllm_scaling_core::Recommendation { at: stamp, replicas: newest.replicas });
     }
 }
 

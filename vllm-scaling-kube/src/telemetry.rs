@@ -214,6 +214,11 @@ pub struct ControllerMetrics {
     pub leader: Gauge,
     /// Policies this controller knows (`vllm_autoscaler_policies`).
     pub policies: Gauge,
+    /// Status writes made (`vllm_autoscaler_status_writes_total`).
+    pub status_writes: Counter,
+    /// Evaluations whose status was not written because nothing a user reads or a restart
+    /// needs changed (`vllm_autoscaler_status_writes_skipped_total`).
+    pub status_writes_skipped: Counter,
 }
 
 impl Default for ControllerMetrics {
@@ -250,6 +255,8 @@ impl ControllerMetrics {
             }),
             leader: Gauge::default(),
             policies: Gauge::default(),
+            status_writes: Counter::default(),
+            status_writes_skipped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("decisions", "Policy evaluations by direction", m.decisions.clone());
@@ -298,6 +305,12 @@ impl ControllerMetrics {
         );
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
         registry.register("policies", "Policies this controller tracks", m.policies.clone());
+        registry.register("status_writes", "Policy status writes", m.status_writes.clone());
+        registry.register(
+            "status_writes_skipped",
+            "Evaluations whose status was left unwritten: nothing a user reads or a restart needs changed",
+            m.status_writes_skipped.clone(),
+        );
         // Present from the start, so dashboards and alerts find the families.
         for direction in [Direction::Up, Direction::Down] {
             let _ = m.time_to_scale.get_or_create(&ScaleDirectionLabels { direction });

@@ -336,3 +336,90 @@ async fn two_policies_on_one_target_the_older_keeps_it() {
     assert_eq!(condition_of(&h.server, "newer", "Ready")["reason"], "TargetResolved");
     assert_eq!(h.replicas("llama-70b"), 2, "the newer policy's maxReplicas 2 now applies");
 }
+
+fn status_patches(h: &Harness) -> usize {
+    h.server.requests_to("PATCH", "/vllmscalingpolicies/example-policy/status").len()
+}
+
+/// The status was patched on every evaluation (414 patches in 7 minutes of a real run)
+/// though only `lastEvaluationTime` and the observed values moved.
+#[tokio::test]
+async fn the_status_is_written_when_it_changes_or_once_per_interval() {
+    let h = Harness::seed().await;
+    h.set_load(&h.ctx, 2, 15.0, 80.0, 500.0);
+    h.reconcile(&h.ctx).await;
+    assert_eq!((h.replicas("llama-70b"), status_patches(&h)), (3, 1));
+    h.server.apply(pod("llama-70b", 2, true));
+    // 15 s later: the rescale completed (pendingRescale cleared): written.
+    h.advance(15);
+    h.set_load(&h.ctx, 3, 9.0, 70.0, 500.0);
+    h.reconcile(&h.ctx).await;
+    assert_eq!(status_patches(&h), 2);
+    let written_at = h.status()["lastEvaluationTime"].clone();
+    // Only the observed values move: nothing is written for under a minute.
+    for queue in [9.2, 8.9, 9.1] {
+        h.advance(15);
+        h.set_load(&h.ctx, 3, queue, 70.0, 500.0);
+        h.reconcile(&h.ctx).await;
+    }
+    assert_eq!(status_patches(&h), 2);
+    assert_eq!(h.status()["lastEvaluationTime"], written_at);
+    assert!(h.ctx.telemetry().encode().contains("vllm_autoscaler_status_writes_skipped_total 3"));
+    // A minute after the last write, one is due.
+    h.advance(15);
+    h.reconcile(&h.ctx).await;
+    assert_eq!(status_patches(&h), 3);
+    assert_eq!(h.status()["rules"][1]["observed"], 9.1);
+    // A user-visible change is written at once: a rule's status.
+    h.advance(15);
+    h.ctx.metrics_source().fail(&Harness::target(), "connection refused (127.0.0.1:9090)");
+    h.reconcile(&h.ctx).await;
+    assert_eq!(status_patches(&h), 4);
+    assert_eq!(h.status()["rules"][1]["status"], "missing");
+
+    // `--status-interval 0`: every evaluation, as before.
+    let ctx = h.restarted(ControllerConfig::default().with_status_interval(Duration::ZERO));
+    h.set_load(&ctx, 3, 9.0, 70.0, 500.0);
+    for _ in 0..3 {
+        h.advance(15);
+        h.reconcile(&ctx).await;
+    }
+    assert_eq!(status_patches(&h), 7);
+}
+
+/// Unwritten evaluations must not let a restarted controller scale down inside the
+/// window: the last high recommendation before the restart was never written.
+#[tokio::test]
+async fn a_restart_after_unwritten_evaluations_still_holds_the_window() {
+    let h = Harness::seed().await;
+    h.set_load(&h.ctx, 2, 20.0, 80.0, 500.0);
+    h.reconcile(&h.ctx).await;
+    assert_eq!(h.replicas("llama-70b"), 4);
+    for i in 2..4 {
+        h.server.apply(pod("llama-70b", i, true));
+    }
+    // t0+15 s: written (the rescale completed); t0+30..60 s: recommendations of 4, unwritten.
+    h.set_load(&h.ctx, 4, 10.0, 75.0, 500.0);
+    for _ in 0..4 {
+        h.advance(15);
+        h.reconcile(&h.ctx).await;
+    }
+    assert_eq!(status_patches(&h), 2, "the evaluations at t0+30, 45 and 60 s are not written");
+    let last_high = T0_MS + 60_000;
+
+    // The controller restarts at t0+70 s and the load is gone.
+    h.advance(10);
+    let restarted = h.restarted(ControllerConfig::default());
+    h.set_load(&restarted, 4, 1.0, 10.0, 100.0);
+    loop {
+        h.reconcile(&restarted).await;
+        if h.now().as_millis() <= last_high + 300_000 {
+            assert_eq!(h.replicas("llama-70b"), 4, "inside the window of the t0+60 s recommendation at {}", h.now());
+        } else if h.replicas("llama-70b") < 4 {
+            break;
+        }
+        assert!(h.now().as_millis() <= last_high + 300_000 + 75_000, "held for at most one more interval");
+        h.advance(15);
+    }
+    assert_eq!(h.replicas("llama-70b"), 1);
+}

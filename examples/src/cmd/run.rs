@@ -61,6 +61,10 @@ pub(crate) struct Args {
     /// Per-pod timeout of direct scrapes.
     #[arg(long, default_value = "2s", value_parser = duration)]
     scrape_timeout: Duration,
+    /// The longest a policy's status goes unwritten when nothing a user reads changed
+    /// (`0s`: write it at every evaluation).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    status_interval: Duration,
     /// Policies evaluated at once.
     #[arg(long, default_value_t = 256)]
     concurrency: u16,
@@ -170,7 +174,8 @@ async fn controller(args: Args) -> anyhow::Result<()> {
         .with_request_timeout(args.request_timeout)
         .with_namespace(args.namespace.clone())
         .with_identity(identity.clone())
-        .with_concurrency(args.concurrency);
+        .with_concurrency(args.concurrency)
+        .with_status_interval(args.status_interval);
     let ctx = Arc::new(
         Context::new(client.clone(), metrics, controller_config)
             .with_leadership(leadership.clone())
