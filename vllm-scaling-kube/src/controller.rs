@@ -469,12 +469,7 @@ pub(crate) fn policy_resource() -> ApiResource {
 /// # Errors
 /// The spec's decode error, with the path of the offending field.
 pub(crate) fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyResource, String> {
-    let spec_value = object.data.get("spec").unwrap_or(&Value::Null);
-    let spec: crate::crd::VllmScalingPolicySpec = serde_path_to_error::deserialize(spec_value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
-        format!("{path}: {}", e.into_inner())
-    })?;
+    let spec = decode_spec(object)?;
     let status = match object.data.get("status").filter(|s| !s.is_null()) {
         None => None,
         Some(value) => match PolicyStatus::deserialize(value) {
@@ -491,6 +486,16 @@ pub(crate) fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyR
         },
     };
     Ok(VllmScalingPolicyResource { metadata: object.metadata.clone(), spec, status })
+}
+
+/// The spec of a policy watched as an untyped object; the error names the field.
+fn decode_spec(object: &DynamicObject) -> Result<crate::crd::VllmScalingPolicySpec, String> {
+    let spec_value = object.data.get("spec").unwrap_or(&Value::Null);
+    serde_path_to_error::deserialize(spec_value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
+        format!("{path}: {}", e.into_inner())
+    })
 }
 
 /// Evaluates one policy watched as an untyped object (what [`run`] does): a policy whose
@@ -1528,7 +1533,8 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             // Only policies that can write /scale claim a target: an undecodable or
             // invalid policy does nothing, and an observe-mode policy only reports (so a
             // policy can shadow another one to compare). A paused policy holds its target.
-            let Ok(other) = decode_policy(object) else { continue };
+            let Ok(spec) = decode_spec(object) else { continue };
+            let other = VllmScalingPolicyResource { metadata: object.metadata.clone(), spec, status: None };
             let Ok(resolved) = other.to_core().validate() else { continue };
             if resolved.mode == vllm_scaling_core::Mode::Observe {
                 continue;

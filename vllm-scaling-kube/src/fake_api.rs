@@ -8,7 +8,8 @@
 //! (`?watch=true`, newline-delimited events, `410 Gone` for compacted resource versions),
 //! get/create/replace/merge-patch/delete, the `status` and `scale` subresources with
 //! `resourceVersion` preconditions (`409 Conflict`), and `Status` error bodies. Faults
-//! (a status code, a delay, or both) can be injected for chosen requests.
+//! (a status code, a delay, or both) can be injected for chosen requests, and the whole
+//! server can play stopped ([`FakeApiServer::stop_serving`]).
 //!
 //! It runs no controllers: a Deployment's pods are whatever the test creates.
 //!
@@ -309,6 +310,8 @@ struct Shared {
     inner: Mutex<Inner>,
     changed: Notify,
     started: Instant,
+    /// True while the server plays stopped ([`FakeApiServer::stop_serving`]).
+    down: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -359,6 +362,7 @@ impl FakeApiServer {
             inner: Mutex::new(Inner { kinds: default_kinds(), record_bodies: true, ..Inner::default() }),
             changed: Notify::new(),
             started: Instant::now(),
+            down: watch::channel(false).0,
         });
         let (shutdown, mut stop) = watch::channel(false);
         let accept_shared = shared.clone();
@@ -370,18 +374,28 @@ impl FakeApiServer {
                     _ = stop.changed() => break,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                if *accept_shared.down.borrow() {
+                    // A stopped server: the connection is closed before a byte is read.
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let shared = accept_shared.clone();
                 let stop = accept_stop.clone();
                 tokio::spawn(async move {
+                    let mut down = shared.down.subscribe();
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
                         let stop = stop.clone();
                         async move { Ok::<_, Infallible>(handle(shared, stop, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    // Stopping closes open connections too (requests in flight and watches).
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = down.wait_for(|d| *d) => {}
+                    }
                 });
             }
         });
@@ -544,6 +558,18 @@ impl FakeApiServer {
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
+    }
+
+    /// Plays a stopped API server until [`Self::resume_serving`]: open connections (watches
+    /// and requests in flight included) are closed, and new ones are closed as soon as they
+    /// are accepted, so clients see connection errors. The objects are kept.
+    pub fn stop_serving(&self) {
+        self.shared.down.send_replace(true);
+    }
+
+    /// Serves again after [`Self::stop_serving`], on the same address.
+    pub fn resume_serving(&self) {
+        self.shared.down.send_replace(false);
     }
 }
 
