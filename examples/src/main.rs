@@ -18,8 +18,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate vLLMScalingPolicy files (YAML or JSON).
+    /// Validate vLLMScalingPolicy files (YAML or JSON), directories or stdin, as the API server would.
     Validate(cmd::validate::Args),
+    /// Convert an autoscaling/v2 HorizontalPodAutoscaler or a KEDA ScaledObject into a vLLMScalingPolicy.
+    Import(cmd::import::Args),
     /// Replay a what-if scenario through the engine: one JSON line per step.
     Replay(cmd::replay::Args),
     /// Show what the autoscaler sees now: each rule's value per pod and for the fleet, its source and age, or why it is missing.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Import(args) => cmd::import::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Observe(args) => cmd::observe::run(*args),
         Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),

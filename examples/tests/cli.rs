@@ -39,11 +39,64 @@ fn validate_reports_every_error_with_file_and_field() {
     let out = bin().arg("validate").arg(&good).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("bad.yaml:spec.minReplicas: must not exceed maxReplicas (5 > 2)"), "{err}");
-    assert!(err.contains("bad.yaml:spec.scalingRules[0].threshold: must be a finite number greater than 0"), "{err}");
+    // Every error at once, with its line and column: the schema's and core's.
+    assert!(err.contains("bad.yaml:5:3: spec.minReplicas: must not exceed maxReplicas (5 > 2)"), "{err}");
+    assert!(err.contains("bad.yaml:7:41: spec.scalingRules[0].threshold: must be greater than 0, got -1"), "{err}");
     let missing = bin().args(["validate", "/nonexistent/policy.yaml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("cannot read"));
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = bin()
+        .args(args)
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn validate_walks_a_directory_and_reads_stdin() {
+    // deploy/ holds the seed policy beside RBAC, the CRD, monitoring and a Helm chart.
+    let out = run(&["validate", "../deploy"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("example-policy.yaml: ok (example-policy)"), "{stdout}");
+    assert!(stderr.contains("crd.yaml:3:1: note: skipped: a CustomResourceDefinition"), "{stderr}");
+    assert!(stderr.contains("vllm-autoscaler: note: skipped: a Helm chart"), "{stderr}");
+    assert!(
+        stderr.contains("grafana-dashboard.json: note: skipped: neither a Kubernetes object nor a policy spec"),
+        "{stderr}"
+    );
+    let out =
+        run_with_stdin(&["validate", "-"], "maxReplicas: 3\nscalingRules: [{metric: queue_length, threshold: 0}]\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "-:2:39: scalingRules[0].threshold: must be greater than 0, got 0\n");
+}
+
+#[test]
+fn import_converts_an_hpa_into_a_policy_that_validates() {
+    let hpa = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: llama}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llama}\n  minReplicas: 1\n  maxReplicas: 6\n  metrics:\n  - type: Pods\n    pods:\n      metric: {name: vllm:num_requests_waiting}\n      target: {type: AverageValue, averageValue: \"5\"}\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}\n";
+    // validate points at import.
+    let out = run_with_stdin(&["validate", "-"], hpa);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("this is a HorizontalPodAutoscaler: `vllm-autoscaler import FILE` converts it"));
+    let out = run_with_stdin(&["import", "-"], hpa);
+    let policy = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(policy.starts_with("# note: metrics[1]: the Resource metric `cpu`"), "{policy}");
+    let out = run_with_stdin(&["validate", "-"], &policy);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "-: ok (llama)\n");
+    let out = run_with_stdin(&["import", "-"], "apiVersion: v1\nkind: Service\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("neither an autoscaling/v2 HorizontalPodAutoscaler nor a KEDA ScaledObject"));
 }
 
 #[test]
