@@ -201,7 +201,8 @@ fn check_document(text: &str, index: usize, value: serde_yaml_ng::Value, in_walk
                         })
                     };
                     if !structural.iter().any(|(p, _)| overlaps(p)) {
-                        findings.push(error(path.as_deref(), user_terms(&e.reason)));
+                        let hint = rule_reference_hint(&object, &e.path).unwrap_or_default();
+                        findings.push(error(path.as_deref(), format!("{}{hint}", user_terms(&e.reason))));
                     }
                 }
             }
@@ -230,6 +231,33 @@ fn check_document(text: &str, index: usize, value: serde_yaml_ng::Value, in_walk
         Verdict::Ok(policy.metadata.name.clone().unwrap_or_else(|| "(unnamed)".to_owned()))
     };
     (verdict, findings)
+}
+
+/// For a reference to a rule that does not exist (`panic.rules[0]`,
+/// `scaleToZero.activationRule`, `predictive.rule`), "; did you mean `x`?" naming the
+/// closest rule key (a rule's name, else its metric).
+fn rule_reference_hint(object: &Value, path: &str) -> Option<String> {
+    let referencing = path.starts_with("spec.panic.rules[")
+        || path == "spec.scaleToZero.activationRule"
+        || path == "spec.predictive.rule";
+    if !referencing {
+        return None;
+    }
+    let mut node = object;
+    for seg in parse_path(path) {
+        node = match seg {
+            super::locate::Seg::Field(f) => node.get(f)?,
+            super::locate::Seg::Index(i) => node.get(i)?,
+        };
+    }
+    let given = node.as_str()?;
+    let keys: Vec<&str> = object
+        .pointer("/spec/scalingRules")?
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.get("name").or_else(|| r.get("metric")).and_then(Value::as_str))
+        .collect();
+    admission::closest(given, keys).map(|k| format!("; did you mean `{k}`?"))
 }
 
 fn shape(v: &Value) -> &'static str {
@@ -436,6 +464,15 @@ mod tests {
                 "5:6: scalingRules[1].metric: duplicate rule `queue_length` (also scalingRules[0])",
             ]
         );
+    }
+
+    #[test]
+    fn a_reference_to_a_rule_suggests_the_closest_one() {
+        let text = "maxReplicas: 5\nscalingRules:\n  - {metric: custom, name: arrivals, query: 'sum(x)', threshold: 1}\n  - {metric: queue_length, threshold: 5}\npanic: {rules: [arrivls, queue_length]}\n";
+        let got = findings(text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("5:17: panic.rules[0]: no scaling rule is named `arrivls`"), "{got:?}");
+        assert!(got[0].ends_with("; did you mean `arrivals`?"), "{got:?}");
     }
 
     #[test]
