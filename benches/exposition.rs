@@ -1,5 +1,6 @@
 //! Exposition parsing throughput (MB/s): the real fixtures in ../shared/fixtures (when
-//! present), an emulated vLLM V1 page, and a 10 MB synthetic page.
+//! present), an emulated vLLM V1 page, and a 10 MB synthetic page; and the hostile pages of
+//! issue 10: one series with 100,000 labels and a histogram with 100,000 `le` values.
 //!
 //! `cargo bench -p vllm-scaling-benches --bench exposition`
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vllm_scaling_core::Timestamp;
 use vllm_scaling_prom::emulator::{EmulatorOptions, Load};
-use vllm_scaling_prom::exposition::parse;
+use vllm_scaling_prom::exposition::{ParseLimits, parse, parse_with_limits};
 use vllm_scaling_prom::snapshot::{PodSnapshot, SeriesFilter};
 
 fn fixtures() -> Vec<(String, String)> {
@@ -97,5 +98,54 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// One series with `n` distinct labels (about 1.2 MB for 100,000).
+fn many_labels_page(n: usize) -> String {
+    let mut page = String::with_capacity(n * 14);
+    page.push_str("vllm:num_requests_waiting{");
+    for i in 0..n {
+        page.push_str(&format!("label_{i}=\"v\","));
+    }
+    page.push_str("} 1\n");
+    page
+}
+
+/// A TTFT histogram with `n` distinct `le` values, written in a shuffled order.
+fn many_buckets_page(n: usize) -> String {
+    let mut page = String::with_capacity(n * 64);
+    for i in 0..n {
+        let k = (i * 7919) % n;
+        page.push_str(&format!("vllm:time_to_first_token_seconds_bucket{{le=\"{k}.5\",model_name=\"m\"}} {k}\n"));
+    }
+    page.push_str("vllm:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 100000\n");
+    page
+}
+
+fn hostile(c: &mut Criterion) {
+    let labels = many_labels_page(100_000);
+    let buckets = many_buckets_page(100_000);
+    let lifted = ParseLimits { max_labels_per_sample: usize::MAX, ..ParseLimits::default() };
+    assert!(parse(&labels).is_err(), "the default limit rejects 100,000 labels");
+    assert_eq!(parse_with_limits(&labels, lifted).map(|e| e.len()), Ok(1));
+    let mut group = c.benchmark_group("hostile_pages");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes(labels.len() as u64));
+    // Rejected at label 129 by the default limit.
+    group.bench_function("100k_labels_default_limits", |b| b.iter(|| black_box(parse(black_box(&labels)).is_err())));
+    // The duplicate check itself, with the label limit lifted: every label is checked.
+    group.bench_function("100k_labels_no_label_limit", |b| {
+        b.iter(|| black_box(parse_with_limits(black_box(&labels), lifted).map(|e| e.len())))
+    });
+    group.throughput(Throughput::Bytes(buckets.len() as u64));
+    group.bench_function("100k_buckets_pod_snapshot", |b| {
+        b.iter(|| {
+            black_box(
+                PodSnapshot::from_text(black_box(&buckets), &SeriesFilter::default(), Timestamp::ZERO)
+                    .map(|s| s.histogram(vllm_scaling_core::Metric::Ttft).map(|h| h.buckets.len())),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, hostile);
 criterion_main!(benches);

@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
             ready: true,
             deleting: false,
             metrics_url: Some(e.metrics_url()),
+            metrics_url_error: None,
         })
         .collect();
     let (_, policy) = parse_policy(

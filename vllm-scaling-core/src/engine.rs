@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::advanced::{self, Activation, AdvancedState, ExtraProposal, ResolvedScaleToZero};
 use crate::decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};
+use crate::excerpt::{MAX_REASON_BYTES, MAX_REASON_LINES, excerpt};
 use crate::metric::TargetType;
 use crate::observation::{CurrentScale, PodMetrics, PodPhase, ScalingMetrics};
 use crate::policy::{
@@ -833,7 +834,9 @@ fn proposal_for(
     column: &[Option<f64>],
 ) -> Result<Proposal, RuleError> {
     if let Some(reason) = m.failures.get(&rule.key) {
-        return Err(RuleError::missing(reason.clone()));
+        // Adapters' reasons quote external text (a page's line, a server's error): bounded
+        // here, so no adapter can grow the status, the explanation or an event past a limit.
+        return Err(RuleError::missing(excerpt(reason, MAX_REASON_BYTES, MAX_REASON_LINES).into_owned()));
     }
     if m.idle.contains(&rule.key) {
         // No traffic in the window and none in flight: the signal (a latency quantile)

@@ -46,6 +46,7 @@
 mod advanced;
 mod decision;
 mod engine;
+mod excerpt;
 mod forecast;
 #[cfg(feature = "arbitrary")]
 #[doc(hidden)]
@@ -65,6 +66,7 @@ pub use advanced::{
 };
 pub use decision::{Decision, LimitedBy, RuleOutcome, RuleStatus};
 pub use engine::{Engine, EngineConfig, EngineState, Recommendation, ScaleEvent};
+pub use excerpt::{MAX_REASON_BYTES, MAX_REASON_LINES, excerpt};
 pub use forecast::{RateForecast, linear_forecast};
 pub use metric::{Metric, MetricInfo, TargetType, UnknownMetric};
 pub use observation::{CurrentScale, PodMetrics, PodPhase, ScalingMetrics};

@@ -54,6 +54,11 @@ pub struct PodInfo {
     pub deleting: bool,
     /// The URL of its metrics endpoint (`http://10.0.0.7:8000/metrics`), when known.
     pub metrics_url: Option<String>,
+    /// Why the pod has no `metrics_url` although it is to be scraped: its annotations or
+    /// status give no usable endpoint (a scheme other than http/https, a bad port or path).
+    /// Reported as the pod's failure, so the status says what to fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url_error: Option<String>,
 }
 
 /// What a [`GetScalingMetrics`] backend is asked for.

@@ -35,8 +35,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Deserialize;
 use serde_json::Value;
 use vllm_scaling_core::{
-    Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MetricsRequest, PodInfo,
-    PodMetrics, PodPhase, ResolvedPolicy, RuleStatus, ScaleTargetRef, ScalingMetrics, TargetId, Timestamp, error_chain,
+    Clock, CurrentScale, Decision, Engine, EngineConfig, GetScalingMetrics, LimitedBy, MAX_REASON_BYTES,
+    MetricsRequest, PodInfo, PodMetrics, PodPhase, ResolvedPolicy, RuleStatus, ScaleTargetRef, ScalingMetrics,
+    TargetId, Timestamp, error_chain,
 };
 
 use crate::crd::{
@@ -379,6 +380,8 @@ fn set_condition(
     now: Timestamp,
 ) {
     let status = if status { "True" } else { "False" }.to_owned();
+    // Messages quote rules' reasons (external text): bounded, so the status stays writable.
+    let message = bounded(message, 4 * MAX_REASON_BYTES);
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
@@ -442,18 +445,13 @@ const MAX_NOTE_BYTES: usize = 1000;
 /// The longest decode error quoted in a condition or an event.
 const MAX_DECODE_ERROR_BYTES: usize = 900;
 
-/// `text` cut to at most `max` bytes at a character boundary, the cut marked with `…`.
-fn bounded(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
+/// `text` cut to at most `max` bytes (and 16 lines) at a character boundary, the cut
+/// marked: core's one `excerpt` for every external text.
+fn bounded(text: String, max: usize) -> String {
+    match vllm_scaling_core::excerpt(&text, max, 16) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
     }
-    let mut cut = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    text.push('…');
-    text
 }
 
 /// The `vLLMScalingPolicy` resource, for watching policies as untyped objects.
@@ -951,7 +949,10 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             }
             .to_owned(),
             // Where a GPU rule's values came from (an exporter, or the backend and why).
-            reason: match (r.reason.clone(), gpu.source_note(&r.name)) {
+            reason: match (
+                r.reason.as_deref().map(|why| bounded(why.to_owned(), MAX_REASON_BYTES)),
+                gpu.source_note(&r.name),
+            ) {
                 (Some(reason), Some(note)) if r.status == RuleStatus::Ok => Some(format!("{reason}; {note}")),
                 (None, Some(note)) => Some(note),
                 (reason, _) => reason,

@@ -169,6 +169,13 @@ fn to_match<'a>(found: impl Iterator<Item = &'a Value>) -> Match {
 /// endpoint from the `prometheus.io/*` annotations (defaults: the container port named
 /// `http`, else 8000; path `/metrics`; no URL when the pod has no IP yet or
 /// `prometheus.io/scrape` is `"false"`).
+///
+/// The URL is built from checked parts, never by pasting an annotation into it: the
+/// scheme is `http` or `https`, the host is the pod's own `status.podIP` (an IP address),
+/// the port a number from 1 to 65535 and the path only path characters (no `?`, `#`,
+/// `\`, spaces or `@`-tricks can move the request to another authority). A pod whose
+/// annotations do not give such an endpoint gets no URL and a `metrics_url_error` saying
+/// why, which its scrape reports.
 #[must_use]
 pub fn pod_info(pod: &Pod) -> PodInfo {
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -186,31 +193,61 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let scrape_off = annotations.get(SCRAPE_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("false"));
-    let ip = status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty());
-    let metrics_url = match ip {
-        Some(ip) if !scrape_off => {
-            let port =
-                annotations.get(PORT_ANNOTATION).and_then(|p| p.trim().parse::<u16>().ok()).unwrap_or_else(|| {
-                    pod.spec
-                        .as_ref()
-                        .and_then(|s| {
-                            s.containers
-                                .iter()
-                                .flat_map(|c| c.ports.iter().flatten())
-                                .find(|p| p.name.as_deref() == Some("http"))
-                        })
-                        .and_then(|p| u16::try_from(p.container_port).ok())
-                        .unwrap_or(DEFAULT_VLLM_PORT)
-                });
-            let path = annotations.get(PATH_ANNOTATION).map_or("/metrics", String::as_str);
-            let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-            let scheme = annotations.get(SCHEME_ANNOTATION).map_or("http", String::as_str);
-            let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
-            Some(format!("{scheme}://{host}:{port}{path}"))
-        }
-        _ => None,
+    let ip = status.and_then(|s| s.pod_ip.as_deref()).filter(|ip| !ip.is_empty());
+    let (metrics_url, metrics_url_error) = match ip {
+        Some(ip) if !scrape_off => match metrics_url(pod, &annotations, ip) {
+            Ok(url) => (Some(url), None),
+            Err(why) => (None, Some(why)),
+        },
+        _ => (None, None),
     };
-    PodInfo { name, phase, ready, deleting, metrics_url }
+    PodInfo { name, phase, ready, deleting, metrics_url, metrics_url_error }
+}
+
+/// The metrics URL of a pod with IP `ip`, from its annotations and container ports.
+fn metrics_url(
+    pod: &Pod,
+    annotations: &std::collections::BTreeMap<String, String>,
+    ip: &str,
+) -> Result<String, String> {
+    let quoted = |v: &str| vllm_scaling_core::excerpt(v, 100, 1).into_owned();
+    let scheme = match annotations.get(SCHEME_ANNOTATION).map(|s| s.trim()) {
+        None => "http",
+        Some(s) if s.eq_ignore_ascii_case("http") => "http",
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        Some(s) => return Err(format!("annotation {SCHEME_ANNOTATION} is `{}`: only http or https", quoted(s))),
+    };
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("status.podIP `{}` is not an IP address", quoted(ip)))?;
+    let port = match annotations.get(PORT_ANNOTATION) {
+        Some(p) => match p.trim().parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(format!("annotation {PORT_ANNOTATION} is `{}`: not a port (1-65535)", quoted(p))),
+        },
+        None => pod
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("http"))
+            })
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .filter(|&p| p > 0)
+            .unwrap_or(DEFAULT_VLLM_PORT),
+    };
+    let path = annotations.get(PATH_ANNOTATION).map_or("/metrics", |p| p.trim());
+    // RFC 3986 path characters only (pchar and `/`): no `?` or `#` to cut the path short,
+    // no `\` that some parsers read as `/`, no whitespace or control characters.
+    let path_char = |c: char| c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=:@/".contains(c);
+    if path.is_empty() || !path.chars().all(path_char) {
+        return Err(format!("annotation {PATH_ANNOTATION} is `{}`: not a URL path", quoted(path)));
+    }
+    let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+    // The host is written by us, right after `://`, and the path starts with `/`: nothing
+    // an annotation holds can become the authority.
+    let host = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    Ok(format!("{scheme}://{host}:{port}{path}"))
 }
 
 #[cfg(test)]
@@ -313,5 +350,65 @@ mod tests {
 
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"podIP": "10.1.1.1", "phase": "Running"}})).unwrap();
         assert_eq!(pod_info(&pod).metrics_url.as_deref(), Some("http://10.1.1.1:8000/metrics"));
+    }
+
+    fn annotated(annotations: Value) -> PodInfo {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"podIP": "10.0.0.9", "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        pod_info(&pod)
+    }
+
+    #[test]
+    fn hostile_annotations_never_move_the_scrape_to_another_host() {
+        // Pasted into the URL, this scheme sent the scrape to `attacker:1`.
+        for scheme in ["http://attacker:1/x#", "https://attacker:1/x?", "file", "gopher", "ftp", "", "http "] {
+            let info = annotated(json!({SCHEME_ANNOTATION: scheme}));
+            if scheme.trim() == "http" {
+                assert_eq!(info.metrics_url.as_deref(), Some("http://10.0.0.9:8000/metrics"));
+                continue;
+            }
+            assert_eq!(info.metrics_url, None, "{scheme:?}");
+            let why = info.metrics_url_error.unwrap();
+            assert!(why.contains(SCHEME_ANNOTATION) && why.contains("only http or https"), "{why}");
+        }
+        assert_eq!(
+            annotated(json!({SCHEME_ANNOTATION: "HTTPS"})).metrics_url.as_deref(),
+            Some("https://10.0.0.9:8000/metrics")
+        );
+        for path in ["/x#@attacker:1/", "/x?y", "/a\\b", "/a b", "/a\nb", ""] {
+            let info = annotated(json!({PATH_ANNOTATION: path}));
+            assert_eq!(info.metrics_url, None, "{path:?}");
+            assert!(info.metrics_url_error.unwrap().contains("not a URL path"), "{path:?}");
+        }
+        // `@` is a path character: after our `/` the authority stays ours.
+        assert_eq!(
+            annotated(json!({PATH_ANNOTATION: "/@x:1"})).metrics_url.as_deref(),
+            Some("http://10.0.0.9:8000/@x:1")
+        );
+        assert_eq!(
+            annotated(json!({PATH_ANNOTATION: "@attacker:1/x"})).metrics_url.as_deref(),
+            Some("http://10.0.0.9:8000/@attacker:1/x")
+        );
+        for port in ["abc", "0", "65536", "80@attacker", "-1"] {
+            let info = annotated(json!({PORT_ANNOTATION: port}));
+            assert_eq!(info.metrics_url, None, "{port:?}");
+            assert!(info.metrics_url_error.unwrap().contains("not a port"), "{port:?}");
+        }
+        // The host is the pod's status.podIP, and only an IP address.
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]},
+            "status": {"podIP": "attacker:1/x#", "phase": "Running"}
+        }))
+        .unwrap();
+        let info = pod_info(&pod);
+        assert_eq!(info.metrics_url, None);
+        assert!(info.metrics_url_error.unwrap().contains("not an IP address"));
+        // A 10 MB annotation is quoted in a bounded error.
+        let info = annotated(json!({SCHEME_ANNOTATION: "x".repeat(10 << 20)}));
+        assert!(info.metrics_url_error.unwrap().len() < 300);
     }
 }

@@ -56,7 +56,7 @@
 //!     - {metric: gpu_utilization, threshold: 60, source: nvml, window: 30s}
 //!     - {metric: gpu_memory_used, threshold: 90, source: nvml}
 //! "#)?;
-//! let pod = PodInfo { name: "vllm-0".into(), phase: PodPhase::Running, ready: true, deleting: false, metrics_url: None };
+//! let pod = PodInfo { name: "vllm-0".into(), phase: PodPhase::Running, ready: true, deleting: false, metrics_url: None, metrics_url_error: None };
 //! let request = MetricsRequest { target: TargetId::new("llm", "llama"), scale_target_ref: None, rules: policy.rules, pods: vec![pod] };
 //! let metrics = adapter.read(&request, Timestamp::from_secs(5))?;
 //! assert_eq!(metrics.pods[0].metrics["gpu_utilization"], 70.0);

@@ -13,7 +13,8 @@
 //! ([`Emulator::control`]) or over HTTP: `POST /control` with a JSON [`ControlUpdate`]
 //! (`{"request_rate": 20}`, `{"queue_length": 12, "ttft_ms": 900}`; `null` clears an override),
 //! `GET /control` shows the load and what is being served. A [`Fault`] makes `/metrics`
-//! misbehave (garbage, HTTP 500, hang, dropped connection, delay) to test error paths.
+//! misbehave (garbage, HTTP 500, hang, dropped connection, delay, a huge streamed page, a
+//! redirect) to test error paths.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -34,7 +35,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -151,6 +153,17 @@ pub enum Fault {
     Delay {
         /// The delay, milliseconds.
         ms: u64,
+    },
+    /// Serve the page followed by comment lines up to `bytes` in all, streamed in 64 KiB
+    /// chunks with no `Content-Length` (`u64::MAX`: a page that never ends).
+    Huge {
+        /// The page's size, bytes.
+        bytes: u64,
+    },
+    /// Answer `302 Found` with `Location: http://127.0.0.1:<port>/metrics`.
+    Redirect {
+        /// The port the redirect names.
+        port: u16,
     },
 }
 
@@ -770,10 +783,10 @@ async fn serve(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
 #[error("connection dropped on purpose")]
 struct DroppedOnPurpose;
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<UnsyncBoxBody<Bytes, std::convert::Infallible>>;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -786,6 +799,36 @@ fn json(status: StatusCode, value: &impl Serialize) -> Reply {
         Ok(body) => reply(status, "application/json", body),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
     }
+}
+
+/// `page`, then `# padding` comment lines up to `total` bytes, in 64 KiB chunks.
+fn huge_reply(page: String, total: u64) -> Reply {
+    const CHUNK: usize = 64 * 1024;
+    let mut padding = String::with_capacity(CHUNK);
+    while padding.len() + 64 <= CHUNK {
+        padding.push_str("# padding padding padding padding padding padding padding pad\n");
+    }
+    let padding = Bytes::from(padding);
+    let first = Bytes::from(page);
+    let stream = futures::stream::unfold((0u64, Some(first)), move |(sent, first)| {
+        let padding = padding.clone();
+        async move {
+            let chunk = match first {
+                Some(page) => page,
+                None if sent >= total => return None,
+                None => {
+                    let left = usize::try_from(total - sent).unwrap_or(usize::MAX);
+                    padding.slice(..padding.len().min(left))
+                }
+            };
+            let sent = sent.saturating_add(chunk.len() as u64);
+            Some((Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)), (sent, None)))
+        }
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Mutex<Shared>>) -> Result<Reply, DroppedOnPurpose> {
@@ -816,6 +859,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Mutex<Shared>>) -> Result<Re
                 Fault::Delay { ms } => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     Ok(reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", page))
+                }
+                Fault::Huge { bytes } => Ok(huge_reply(page, bytes)),
+                Fault::Redirect { port } => {
+                    let mut r = reply(StatusCode::FOUND, "text/plain", "moved\n");
+                    if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("http://127.0.0.1:{port}/metrics")) {
+                        r.headers_mut().insert(hyper::header::LOCATION, v);
+                    }
+                    Ok(r)
                 }
             }
         }

@@ -12,6 +12,11 @@
 //! escape in a label value, a duplicate label name, an unknown `# TYPE`, a second `# TYPE`
 //! for one family, anything but blank lines after `# EOF`, and trailing garbage.
 //!
+//! It is linear in the page's size whatever the page holds, and bounded: a page with more
+//! samples, metadata lines or labels per sample than its [`ParseLimits`] is rejected at the
+//! first line over the limit (a pod is not trusted to send a sane page). Texts quoted in
+//! errors are cut to a few dozen bytes.
+//!
 //! The result borrows from the input: names and label values are `&str` slices of it
 //! unless an escape forced a copy.
 //!
@@ -31,7 +36,42 @@
 //! ```
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+
+use vllm_scaling_core::excerpt;
+
+/// How much one page may hold. The defaults are far above any vLLM or dcgm-exporter page
+/// (a 4-engine vLLM V1 page has about 1,000 samples and 6 labels per sample) and keep a
+/// hostile page's parse to tens of milliseconds and its index to tens of megabytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// The most sample lines (default 200,000).
+    pub max_samples: usize,
+    /// The most `# HELP`, `# TYPE` and `# UNIT` lines (default 100,000).
+    pub max_metadata_lines: usize,
+    /// The most labels on one sample or exemplar (default 128).
+    pub max_labels_per_sample: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self { max_samples: 200_000, max_metadata_lines: 100_000, max_labels_per_sample: 128 }
+    }
+}
+
+/// The most bytes of a name or word quoted in an error.
+const QUOTED_BYTES: usize = 64;
+
+/// The most bytes of the offending line quoted in an error.
+const EXCERPT_BYTES: usize = 120;
+
+fn quote(text: &str) -> String {
+    excerpt(text, QUOTED_BYTES, 1).into_owned()
+}
+
+/// Label sets up to this size are checked for duplicates by a scan; larger ones by a set.
+const SCAN_LABELS: usize = 16;
 
 /// The type a `# TYPE` line declares for a metric family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +207,8 @@ pub struct Exposition<'a> {
     samples: Vec<RawSample<'a>>,
     labels: Vec<Label<'a>>,
     metadata: Vec<Metadata<'a>>,
+    /// Each family's `# TYPE` and its line, for the duplicate check and [`Self::metric_type`].
+    types: HashMap<Cow<'a, str>, (MetricType, usize)>,
     eof: bool,
 }
 
@@ -212,10 +254,7 @@ impl<'a> Exposition<'a> {
     /// The type declared for a family, if a `# TYPE` line names it.
     #[must_use]
     pub fn metric_type(&self, family: &str) -> Option<MetricType> {
-        self.metadata.iter().find_map(|m| match m.kind {
-            MetadataKind::Type(t) if m.family == family => Some(t),
-            _ => None,
-        })
+        self.types.get(family).map(|&(t, _)| t)
     }
 
     /// The help text of a family, if a `# HELP` line names it.
@@ -244,7 +283,7 @@ pub struct ParseError {
     pub column: usize,
     /// What is wrong.
     pub kind: ParseErrorKind,
-    /// The offending line, cut to 80 characters.
+    /// The offending line, cut to 120 bytes (with a marker when cut).
     pub excerpt: String,
 }
 
@@ -301,17 +340,36 @@ pub enum ParseErrorKind {
     /// The page has more samples or labels than this parser indexes (2^32).
     #[error("too many samples or labels")]
     TooLarge,
+    /// More sample lines than [`ParseLimits::max_samples`].
+    #[error("more than {0} samples on the page")]
+    TooManySamples(usize),
+    /// More metadata lines than [`ParseLimits::max_metadata_lines`].
+    #[error("more than {0} HELP/TYPE/UNIT lines on the page")]
+    TooManyMetadataLines(usize),
+    /// More labels on one sample than [`ParseLimits::max_labels_per_sample`].
+    #[error("more than {0} labels on one sample")]
+    TooManyLabels(usize),
 }
 
-/// Parses a whole page.
+/// Parses a whole page, within the default [`ParseLimits`].
 ///
 /// # Errors
 /// The first malformed line, with its number, column and what is wrong.
 pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
+    parse_with_limits(text, ParseLimits::default())
+}
+
+/// Parses a whole page, rejecting it at the first line over `limits`.
+///
+/// # Errors
+/// The first malformed line or the first line over a limit, with its number, column and
+/// what is wrong.
+pub fn parse_with_limits(text: &str, limits: ParseLimits) -> Result<Exposition<'_>, ParseError> {
     let mut out = Exposition {
-        samples: Vec::with_capacity(text.len() / 64),
-        labels: Vec::with_capacity(text.len() / 32),
+        samples: Vec::with_capacity((text.len() / 64).min(limits.max_samples)),
+        labels: Vec::with_capacity((text.len() / 32).min(limits.max_samples.saturating_mul(8))),
         metadata: Vec::new(),
+        types: HashMap::new(),
         eof: false,
     };
     let bytes = text.as_bytes();
@@ -325,7 +383,7 @@ pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
             line = stripped;
         }
         pos = end + 1;
-        let mut p = LineParser { line, b: line.as_bytes(), i: 0, line_no };
+        let mut p = LineParser { line, b: line.as_bytes(), i: 0, line_no, limits };
         p.skip_ws();
         if p.at_end() {
             continue;
@@ -336,6 +394,9 @@ pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
         if p.peek() == Some(b'#') {
             p.comment(&mut out)?;
         } else {
+            if out.samples.len() >= limits.max_samples {
+                return Err(p.err(ParseErrorKind::TooManySamples(limits.max_samples)));
+            }
             p.sample(&mut out)?;
         }
     }
@@ -347,6 +408,7 @@ struct LineParser<'a> {
     b: &'a [u8],
     i: usize,
     line_no: usize,
+    limits: ParseLimits,
 }
 
 fn is_name_start(c: u8) -> bool {
@@ -367,8 +429,12 @@ fn is_label_char(c: u8) -> bool {
 
 impl<'a> LineParser<'a> {
     fn err(&self, kind: ParseErrorKind) -> ParseError {
-        let excerpt: String = self.line.chars().take(80).collect();
-        ParseError { line: self.line_no, column: self.i + 1, kind, excerpt }
+        ParseError {
+            line: self.line_no,
+            column: self.i + 1,
+            kind,
+            excerpt: excerpt(self.line, EXCERPT_BYTES, 1).into_owned(),
+        }
     }
 
     fn found(&self) -> String {
@@ -509,6 +575,10 @@ impl<'a> LineParser<'a> {
         if !has_space && !self.at_end() {
             return Err(self.expected("a space after the metric name"));
         }
+        if out.metadata.len() >= self.limits.max_metadata_lines {
+            self.i = 0;
+            return Err(self.err(ParseErrorKind::TooManyMetadataLines(self.limits.max_metadata_lines)));
+        }
         let line = self.line_no;
         let rest = &self.line[self.i..];
         let kind = match kind {
@@ -517,13 +587,15 @@ impl<'a> LineParser<'a> {
             _ => {
                 let word = rest.trim_end();
                 let t =
-                    MetricType::from_word(word).ok_or_else(|| self.err(ParseErrorKind::UnknownType(word.into())))?;
-                if let Some(first) =
-                    out.metadata.iter().find(|m| matches!(m.kind, MetadataKind::Type(_)) && m.family == family)
-                {
-                    return Err(
-                        self.err(ParseErrorKind::DuplicateType { family: family.into_owned(), first_line: first.line })
-                    );
+                    MetricType::from_word(word).ok_or_else(|| self.err(ParseErrorKind::UnknownType(quote(word))))?;
+                match out.types.entry(family.clone()) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let first_line = first.get().1;
+                        return Err(self.err(ParseErrorKind::DuplicateType { family: quote(&family), first_line }));
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert((t, line));
+                    }
                 }
                 MetadataKind::Type(t)
             }
@@ -561,7 +633,7 @@ impl<'a> LineParser<'a> {
             self.exemplar()?;
         }
         if !self.at_end() {
-            let rest: String = self.line[self.i..].chars().take(20).collect();
+            let rest = excerpt(&self.line[self.i..], 40, 1).into_owned();
             return Err(self.err(ParseErrorKind::TrailingCharacters(rest)));
         }
         let labels_end = out.labels.len();
@@ -580,12 +652,16 @@ impl<'a> LineParser<'a> {
         let first = out.labels.len();
         self.i += 1; // '{'
         let mut first_item = true;
+        // Past SCAN_LABELS labels, the names seen so far (a scan of each new name against
+        // all earlier ones is quadratic: 100,000 labels took 20 CPU-seconds).
+        let mut seen: Option<HashSet<Cow<'a, str>>> = None;
         loop {
             self.skip_ws();
             if self.peek() == Some(b'}') {
                 self.i += 1;
                 return Ok(());
             }
+            let name_col = self.i;
             let label_name: Cow<'a, str> = if self.peek() == Some(b'"') {
                 let quoted = self.quoted()?;
                 self.skip_ws();
@@ -614,11 +690,25 @@ impl<'a> LineParser<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.expected("`\"` to open the label value"));
             }
-            let name_col = self.i;
             let value = self.quoted()?;
-            if out.labels[first..].iter().any(|l| l.name == label_name) {
+            let count = out.labels.len() - first;
+            if count >= self.limits.max_labels_per_sample {
                 self.i = name_col;
-                return Err(self.err(ParseErrorKind::DuplicateLabel(label_name.into_owned())));
+                return Err(self.err(ParseErrorKind::TooManyLabels(self.limits.max_labels_per_sample)));
+            }
+            let duplicate = match &mut seen {
+                None if count < SCAN_LABELS => out.labels[first..].iter().any(|l| l.name == label_name),
+                None => {
+                    let mut set: HashSet<Cow<'a, str>> = out.labels[first..].iter().map(|l| l.name.clone()).collect();
+                    let duplicate = !set.insert(label_name.clone());
+                    seen = Some(set);
+                    duplicate
+                }
+                Some(set) => !set.insert(label_name.clone()),
+            };
+            if duplicate {
+                self.i = name_col;
+                return Err(self.err(ParseErrorKind::DuplicateLabel(quote(&label_name))));
             }
             out.labels.push(Label { name: label_name, value });
             self.skip_ws();
@@ -635,7 +725,7 @@ impl<'a> LineParser<'a> {
         let tok = self.token();
         parse_float(tok).ok_or_else(|| {
             self.i = start;
-            self.err(kind(tok.chars().take(40).collect()))
+            self.err(kind(excerpt(tok, 40, 1).into_owned()))
         })
     }
 
@@ -879,6 +969,72 @@ mod tests {
         assert_eq!(err("# TYPE 9x gauge").kind, ParseErrorKind::ExpectedMetricName);
         assert_eq!(err("{} 1").kind, ParseErrorKind::ExpectedMetricName);
         assert!(matches!(err("a\"b 1").kind, ParseErrorKind::Expected { .. }));
+    }
+
+    #[test]
+    fn limits_reject_the_first_line_over_them() {
+        let limits = ParseLimits { max_samples: 2, max_metadata_lines: 1, max_labels_per_sample: 3 };
+        let e = parse_with_limits("a 1\nb 2\nc 3\n", limits).unwrap_err();
+        assert_eq!((e.line, &e.kind), (3, &ParseErrorKind::TooManySamples(2)));
+        assert!(e.to_string().contains("more than 2 samples"), "{e}");
+        let e = parse_with_limits("# TYPE a gauge\n# HELP a x\n", limits).unwrap_err();
+        assert_eq!((e.line, &e.kind), (2, &ParseErrorKind::TooManyMetadataLines(1)));
+        let e = parse_with_limits("a{w=\"1\",x=\"2\",y=\"3\",z=\"4\"} 1\n", limits).unwrap_err();
+        assert_eq!((e.line, e.column, &e.kind), (1, 21, &ParseErrorKind::TooManyLabels(3)));
+        // Exemplar labels count too.
+        let e = parse_with_limits("a 1 # {w=\"1\",x=\"2\",y=\"3\",z=\"4\"} 1\n", limits).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::TooManyLabels(3));
+        assert_eq!(parse_with_limits("a{w=\"1\",x=\"2\",y=\"3\"} 1\nb 2\n# TYPE a gauge\n", limits).unwrap().len(), 2);
+        // The defaults accept a page far larger than vLLM's.
+        let page: String =
+            (0..10_000).map(|i| format!("x{{engine=\"{i}\",le=\"{i}\",model_name=\"m\"}} 1\n")).collect();
+        assert_eq!(parse(&page).unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn duplicates_are_found_in_large_label_sets_and_type_lines() {
+        let labels = |n: usize, dup: Option<usize>| {
+            let mut line = "x{".to_owned();
+            for i in 0..n {
+                line.push_str(&format!("l{i}=\"v\","));
+            }
+            if let Some(d) = dup {
+                line.push_str(&format!("l{d}=\"again\""));
+            }
+            line + "} 1\n"
+        };
+        let lifted = ParseLimits { max_labels_per_sample: usize::MAX, ..ParseLimits::default() };
+        for n in [1, SCAN_LABELS - 1, SCAN_LABELS, SCAN_LABELS + 1, 5_000] {
+            assert_eq!(parse_with_limits(&labels(n, None), lifted).unwrap().samples().next().unwrap().labels.len(), n);
+            for d in [0, n / 2, n - 1] {
+                let e = parse_with_limits(&labels(n, Some(d)), lifted).unwrap_err();
+                assert_eq!(e.kind, ParseErrorKind::DuplicateLabel(format!("l{d}")), "n {n}, dup {d}");
+            }
+        }
+        let types: String = (0..5_000).map(|i| format!("# TYPE f{i} gauge\n")).collect();
+        let e = parse(&format!("{types}# TYPE f1234 counter\n")).unwrap_err();
+        assert_eq!(
+            (e.line, e.kind),
+            (5_001, ParseErrorKind::DuplicateType { family: "f1234".into(), first_line: 1_235 })
+        );
+        assert_eq!(parse(&types).unwrap().metric_type("f4999"), Some(MetricType::Gauge));
+    }
+
+    #[test]
+    fn quoted_words_in_errors_are_bounded() {
+        let word = "w".repeat(10 << 20);
+        let e = parse(&format!("# TYPE a {word}\n")).unwrap_err();
+        let text = e.to_string();
+        assert!(text.len() < 400, "{} bytes", text.len());
+        assert!(matches!(&e.kind, ParseErrorKind::UnknownType(w) if w.len() <= QUOTED_BYTES), "{text}");
+        assert!(e.excerpt.len() <= EXCERPT_BYTES && e.excerpt.ends_with("more bytes]"), "{}", e.excerpt);
+        let name = "n".repeat(1 << 20);
+        let e = parse(&format!("x{{\"{name}\"=\"1\",\"{name}\"=\"2\"}} 1\n")).unwrap_err();
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
+        let e = parse(&format!("# TYPE \"{name}\" gauge\n# TYPE \"{name}\" gauge\n")).unwrap_err();
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
+        let e = parse(&format!("x {word}\n")).unwrap_err();
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub(crate) fn build_client(options: &HttpOptions, pool_idle_per_host: usize) -> 
         .tls_backend_preconfigured(tls)
         .default_headers(headers)
         .no_proxy()
+        // Redirects are never followed, by either adapter: a pod's answer must not send the
+        // scrape to another address (SSRF), and a Prometheus URL that redirects is a
+        // misconfiguration better reported (with the `Location`) than followed with the
+        // credentials' fate left to the redirect rules (a POSTed query would turn into a
+        // body-less GET anyway).
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(pool_idle_per_host)
         .tcp_nodelay(true);
     if !options.timeout.is_zero() {

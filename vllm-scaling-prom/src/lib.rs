@@ -43,6 +43,7 @@
 //!         ready: true,
 //!         deleting: false,
 //!         metrics_url: Some(pod.metrics_url()),
+//!         metrics_url_error: None,
 //!     }],
 //! };
 //! let observed = metrics.get_scaling_metrics(&request, Timestamp::from_secs(0)).await.unwrap();

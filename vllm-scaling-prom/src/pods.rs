@@ -1,5 +1,12 @@
 //! The direct pod-scrape adapter: GET each ready pod's `/metrics`, concurrently and with a
 //! per-pod timeout, and compute the catalog values (the arithmetic is in [`crate::snapshot`]).
+//!
+//! A pod is not trusted: its URL must be `http` or `https` with no credentials in it,
+//! redirects are never followed, the page is read up to [`PodScrapeOptions::max_page_bytes`]
+//! and no further, and it is parsed on tokio's blocking pool within
+//! [`PodScrapeOptions::parse_limits`], the per-pod deadline covering fetch and parse: a
+//! hostile page costs its own scrape, never the async workers that run the other policies,
+//! `/healthz` and the lease.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,10 +16,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use reqwest::header::ACCEPT;
 use vllm_scaling_core::{
-    GetScalingMetrics, MetricsRequest, PodInfo, PodPhase, ResolvedRule, ScalingMetrics, Timestamp, error_chain,
+    GetScalingMetrics, MetricsRequest, PodInfo, PodPhase, ResolvedRule, ScalingMetrics, Timestamp, error_chain, excerpt,
 };
 
 use crate::Error;
+use crate::exposition::ParseLimits;
 use crate::http::{HttpOptions, build_client};
 use crate::reading::{RuleReading, to_scaling_metrics};
 use crate::snapshot::{PodObservation, PodSnapshot, SeriesFilter, rule_reading};
@@ -26,8 +34,11 @@ pub struct PodScrapeOptions {
     pub concurrency: usize,
     /// Which series count (by `model_name`).
     pub filter: SeriesFilter,
-    /// The largest page accepted, bytes (default 16 MiB).
+    /// The largest page accepted, bytes (default 16 MiB): reading stops at the first
+    /// byte past it.
     pub max_page_bytes: usize,
+    /// What one page may hold (samples, metadata lines, labels per sample).
+    pub parse_limits: ParseLimits,
     /// Snapshots kept per pod for rates and quantiles (default 64).
     pub history_per_pod: usize,
 }
@@ -39,6 +50,7 @@ impl Default for PodScrapeOptions {
             concurrency: 64,
             filter: SeriesFilter::default(),
             max_page_bytes: 16 << 20,
+            parse_limits: ParseLimits::default(),
             history_per_pod: 64,
         }
     }
@@ -107,11 +119,7 @@ impl PodScraper {
         futures::stream::iter(targets)
             .map(|(name, url)| async move {
                 let started = Instant::now();
-                let result = self.fetch(&url).await.and_then(|text| {
-                    PodSnapshot::from_text(&text, &self.options.filter, now)
-                        .map(Arc::new)
-                        .map_err(|e| format!("invalid exposition page: {e}"))
-                });
+                let result = self.scrape_one(&url, now).await;
                 PodScrape { name, url, result, elapsed: started.elapsed() }
             })
             .buffer_unordered(self.options.concurrency)
@@ -119,9 +127,38 @@ impl PodScraper {
             .await
     }
 
-    async fn fetch(&self, url: &str) -> Result<String, String> {
+    /// Fetches and parses one page, the per-pod timeout covering both.
+    async fn scrape_one(&self, url: &str, now: Timestamp) -> Result<Arc<PodSnapshot>, String> {
+        check_url(url)?;
         let timeout = self.options.http.timeout;
         let work = async {
+            let body = self.fetch(url).await?;
+            let filter = self.options.filter.clone();
+            let limits = self.options.parse_limits;
+            // Off the async workers: a page at the size cap takes tens of milliseconds to
+            // parse, and every other policy's scrape, /healthz and the lease share them.
+            tokio::task::spawn_blocking(move || {
+                let text = String::from_utf8(body)
+                    .map_err(|e| format!("the page is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))?;
+                PodSnapshot::from_text_with_limits(&text, &filter, now, limits)
+                    .map(Arc::new)
+                    .map_err(|e| format!("invalid exposition page: {e}"))
+            })
+            .await
+            .map_err(|e| format!("parsing the page failed: {e}"))?
+        };
+        // reqwest's timeout covers the body too; this bound also holds if it ever did not,
+        // and covers the parse.
+        match tokio::time::timeout(timeout + Duration::from_millis(100), work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("timed out after {} (fetching and parsing the page)", fmt_duration(timeout))),
+        }
+    }
+
+    /// The page's bytes, at most `max_page_bytes` of them.
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+        let timeout = self.options.http.timeout;
+        {
             let mut resp = self
                 .client
                 .get(url)
@@ -130,23 +167,30 @@ impl PodScraper {
                 .await
                 .map_err(|e| describe(&e, timeout))?;
             let status = resp.status();
+            if status.is_redirection() {
+                // Never followed: a pod could send the scrape to any address it names.
+                let to = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+                return Err(format!(
+                    "HTTP {status} from {}: redirects are not followed (to `{}`)",
+                    excerpt(url, 200, 1),
+                    excerpt(to, 200, 1)
+                ));
+            }
             if !status.is_success() {
-                return Err(format!("HTTP {status} from {url}"));
+                return Err(format!("HTTP {status} from {}", excerpt(url, 200, 1)));
+            }
+            let cap = self.options.max_page_bytes;
+            if resp.content_length().is_some_and(|n| n > cap as u64) {
+                return Err(format!("the page is larger than {cap} bytes (Content-Length)"));
             }
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, timeout))? {
-                if body.len() + chunk.len() > self.options.max_page_bytes {
-                    return Err(format!("the page is larger than {} bytes", self.options.max_page_bytes));
+                if body.len() + chunk.len() > cap {
+                    return Err(format!("the page is larger than {cap} bytes"));
                 }
                 body.extend_from_slice(&chunk);
             }
-            String::from_utf8(body)
-                .map_err(|e| format!("the page is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))
-        };
-        // reqwest's timeout covers the body too; this bound also holds if it ever did not.
-        match tokio::time::timeout(timeout + Duration::from_millis(100), work).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("timed out after {}", fmt_duration(timeout))),
+            Ok(body)
         }
     }
 
@@ -159,7 +203,7 @@ impl PodScraper {
     /// Reads the rules from scrapes just taken, then files the scrapes in the history.
     pub fn readings(&self, rules: &[ResolvedRule], pods: &[PodInfo], scrapes: &[PodScrape]) -> Vec<RuleReading> {
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        let not_scraped: Vec<(&str, &'static str)> = pods
+        let not_scraped: Vec<(&str, String)> = pods
             .iter()
             .filter(|p| !scrapable(p) || p.metrics_url.is_none())
             .map(|p| (p.name.as_str(), unscraped_reason(p)))
@@ -180,7 +224,7 @@ impl PodScraper {
         };
         for r in &mut readings {
             for (name, why) in &not_scraped {
-                r.pod_failures.insert((*name).to_owned(), (*why).to_owned());
+                r.pod_failures.insert((*name).to_owned(), why.clone());
             }
         }
         // File the new snapshots; forget pods that left.
@@ -217,19 +261,41 @@ fn file_snapshot(h: &mut VecDeque<Arc<PodSnapshot>>, snap: Arc<PodSnapshot>, win
     }
 }
 
+/// A pod's metrics URL is scraped only when it is `http` or `https` and has a host and no
+/// credentials (`PodInfo` may come from a library user, not only from discovery).
+fn check_url(url: &str) -> Result<(), String> {
+    let refuse = |why: String| Err(format!("refusing to scrape `{}`: {why}", excerpt(url, 200, 1)));
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return refuse(format!("not a URL ({e})")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return refuse(format!("scheme `{}` is not http or https", excerpt(parsed.scheme(), 40, 1)));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return refuse("credentials in a metrics URL are not sent".to_owned());
+    }
+    if parsed.host().is_none() {
+        return refuse("no host".to_owned());
+    }
+    Ok(())
+}
+
 fn scrapable(p: &PodInfo) -> bool {
     p.phase == PodPhase::Running && p.ready && !p.deleting
 }
 
-fn unscraped_reason(p: &PodInfo) -> &'static str {
+fn unscraped_reason(p: &PodInfo) -> String {
     if p.deleting {
-        "being deleted: not scraped"
+        "being deleted: not scraped".to_owned()
     } else if p.phase != PodPhase::Running {
-        "not running: not scraped"
+        "not running: not scraped".to_owned()
     } else if !p.ready {
-        "not ready: not scraped"
+        "not ready: not scraped".to_owned()
+    } else if let Some(why) = &p.metrics_url_error {
+        format!("no usable metrics endpoint: {}", excerpt(why, 400, 2))
     } else {
-        "no metrics URL known"
+        "no metrics URL known".to_owned()
     }
 }
 

@@ -1,15 +1,23 @@
 //! The Prometheus-backed adapter (feature `prometheus`): runs each rule's PromQL
 //! ([`crate::promql`]) through prometheus-http-query and turns the results into readings.
+//!
+//! Answers are bounded: the body is streamed and reading stops at
+//! [`PrometheusOptions::max_response_bytes`], an answer with more than
+//! [`PrometheusOptions::max_series`] series is refused (Prometheus 3 is also asked for at
+//! most one more with `limit`), at most [`PrometheusOptions::max_concurrent_queries`]
+//! queries are in flight per adapter, and a redirect is reported, not followed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use prometheus_http_query::Client;
 use prometheus_http_query::response::Data;
+use tokio::sync::Semaphore;
 use vllm_scaling_core::{
     GetScalingMetrics, MetricSource, MetricsRequest, PodInfo, ResolvedRule, ScalingMetrics, TargetId, Timestamp,
-    error_chain,
+    error_chain, excerpt,
 };
 
 use crate::Error;
@@ -35,6 +43,14 @@ pub struct PrometheusOptions {
     pub max_age: Duration,
     /// Restrict queries to the request's pods (`pod=~"..."`) when it lists any (default true).
     pub filter_by_pods: bool,
+    /// The largest answer read, bytes (default 8 MiB): reading stops at the first byte past
+    /// it and the query fails.
+    pub max_response_bytes: usize,
+    /// The most series an answer may hold (default 10,000; a per-pod query has one per pod).
+    pub max_series: usize,
+    /// The most queries in flight at once through this adapter, over all rules and policies
+    /// (default 16).
+    pub max_concurrent_queries: usize,
 }
 
 impl PrometheusOptions {
@@ -49,6 +65,9 @@ impl PrometheusOptions {
             extra_matchers: Vec::new(),
             max_age: Duration::from_secs(120),
             filter_by_pods: true,
+            max_response_bytes: 8 << 20,
+            max_series: 10_000,
+            max_concurrent_queries: 16,
         }
     }
 }
@@ -62,6 +81,8 @@ impl PrometheusOptions {
 pub struct PrometheusMetrics {
     client: Client,
     options: PrometheusOptions,
+    /// One permit per query in flight.
+    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -84,7 +105,17 @@ impl PrometheusMetrics {
         if options.max_age.is_zero() {
             return Err(Error::InvalidOption { option: "max_age", reason: "must be positive".into() });
         }
-        Ok(Self { client, options })
+        for (option, value) in [
+            ("max_response_bytes", options.max_response_bytes),
+            ("max_series", options.max_series),
+            ("max_concurrent_queries", options.max_concurrent_queries),
+        ] {
+            if value == 0 {
+                return Err(Error::InvalidOption { option, reason: "must be at least 1".into() });
+            }
+        }
+        let in_flight = Arc::new(Semaphore::new(options.max_concurrent_queries.min(Semaphore::MAX_PERMITS)));
+        Ok(Self { client, options, in_flight })
     }
 
     /// The options.
@@ -107,7 +138,7 @@ impl PrometheusMetrics {
         QueryScope { namespace, pods, vllm_matchers }
     }
 
-    /// Reads every rule (concurrently).
+    /// Reads every rule (concurrently, at most `max_concurrent_queries` queries at once).
     pub async fn read(&self, rules: &[ResolvedRule], target: &TargetId, pods: &[PodInfo]) -> Vec<RuleReading> {
         let scope = self.scope(target, pods);
         futures::future::join_all(rules.iter().map(|rule| self.read_rule(rule, &scope))).await
@@ -162,11 +193,110 @@ impl PrometheusMetrics {
     }
 
     async fn query(&self, promql: &str) -> Result<Data, String> {
+        // A closed semaphore never happens (it is never closed); treat it as a failure anyway.
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "prometheus query failed: the adapter is shut down".to_owned())?;
         let timeout_ms = i64::try_from(self.options.http.timeout.as_millis()).unwrap_or(i64::MAX);
-        match self.client.query(promql).timeout(timeout_ms).post().await {
-            Ok(result) => Ok(result.into_inner().0),
-            Err(e) => Err(format!("prometheus query failed: {}", error_chain(&e))),
+        let limit = self.options.max_series.saturating_add(1);
+        let sent = self.client.query(promql).timeout(timeout_ms).query("limit", limit).post_raw().await;
+        let resp = sent.map_err(|e| format!("prometheus query failed: {}", bounded(&error_chain(&e))))?;
+        let status = resp.status();
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        if status.is_redirection() {
+            let to = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            return Err(format!(
+                "prometheus query failed: HTTP {status}: redirects are not followed (to `{}`): set the Prometheus URL to where it points",
+                excerpt(to, 200, 1)
+            ));
         }
+        let body = read_capped(resp, self.options.max_response_bytes).await?;
+        parse_answer(status, &content_type, &body, self.options.max_series)
+    }
+}
+
+/// External text quoted in a failure: one bounded place.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    excerpt(text, vllm_scaling_core::MAX_REASON_BYTES, vllm_scaling_core::MAX_REASON_LINES)
+}
+
+/// The body, streamed, stopping at the first chunk past `cap` bytes.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let too_big = || format!("prometheus query failed: the answer is larger than {cap} bytes (max_response_bytes)");
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("prometheus query failed: reading the answer: {}", bounded(&error_chain(&e))))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Prometheus' JSON envelope (`/api/v1/query`).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// An answer's body as data, or why it is not usable (pure, so tested without a server).
+fn parse_answer(
+    status: reqwest::StatusCode,
+    content_type: &str,
+    body: &[u8],
+    max_series: usize,
+) -> Result<Data, String> {
+    let text = || String::from_utf8_lossy(body);
+    if !content_type.contains("json") {
+        // A proxy's error page, most likely.
+        return Err(format!(
+            "prometheus query failed: HTTP {status} with {} content: {}",
+            if content_type.is_empty() { "no" } else { content_type },
+            bounded(text().trim())
+        ));
+    }
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "prometheus query failed: HTTP {status}, the answer is not Prometheus JSON ({e}): {}",
+            bounded(text().trim())
+        )
+    })?;
+    match (envelope.status.as_str(), envelope.data) {
+        ("success", Some(data)) => {
+            let count = match &data {
+                Data::Vector(v) => v.len(),
+                Data::Matrix(m) => m.len(),
+                Data::Scalar(_) => 1,
+            };
+            if count > max_series {
+                return Err(format!(
+                    "prometheus query failed: the answer has more than {max_series} series (max_series): aggregate the query"
+                ));
+            }
+            Ok(data)
+        }
+        ("success", None) => Err(format!("prometheus query failed: HTTP {status}, a success without data")),
+        _ => Err(format!(
+            "prometheus query failed: {}: {}",
+            bounded(envelope.error_type.as_deref().unwrap_or("error")),
+            bounded(envelope.error.as_deref().unwrap_or("no error message"))
+        )),
     }
 }
 
@@ -385,6 +515,35 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_bounded_and_errors_quoted_in_bounds() {
+        let ok = reqwest::StatusCode::OK;
+        let json = "application/json";
+        let vector = |n: usize| {
+            let series: Vec<String> =
+                (0..n).map(|i| format!(r#"{{"metric":{{"pod":"p{i}"}},"value":[1,"1"]}}"#)).collect();
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#, series.join(","))
+        };
+        assert!(matches!(parse_answer(ok, json, vector(3).as_bytes(), 3), Ok(Data::Vector(v)) if v.len() == 3));
+        let err = parse_answer(ok, json, vector(4).as_bytes(), 3).unwrap_err();
+        assert!(err.contains("more than 3 series"), "{err}");
+        // A 5 MB error string from Prometheus becomes a bounded failure.
+        let huge = format!(r#"{{"status":"error","errorType":"bad_data","error":"{}"}}"#, "e".repeat(5 << 20));
+        let err = parse_answer(reqwest::StatusCode::BAD_REQUEST, json, huge.as_bytes(), 10).unwrap_err();
+        assert!(err.len() <= 2 * vllm_scaling_core::MAX_REASON_BYTES, "{} bytes", err.len());
+        assert!(err.contains("bad_data") && err.contains("more bytes]"), "{}", &err[..200]);
+        // A proxy's HTML page, garbage JSON, a 5 MB garbage body.
+        let err = parse_answer(reqwest::StatusCode::BAD_GATEWAY, "text/html", b"<html>502</html>", 10).unwrap_err();
+        assert!(err.contains("HTTP 502") && err.contains("text/html") && err.contains("<html>502"), "{err}");
+        let err = parse_answer(ok, json, b"{\"status\": \"succ", 10).unwrap_err();
+        assert!(err.contains("not Prometheus JSON"), "{err}");
+        let garbage = "\u{1F4A5}".repeat(2 << 20);
+        let err = parse_answer(ok, json, garbage.as_bytes(), 10).unwrap_err();
+        assert!(err.len() <= 2 * vllm_scaling_core::MAX_REASON_BYTES, "{} bytes", err.len());
+        let err = parse_answer(ok, json, br#"{"status":"success"}"#, 10).unwrap_err();
+        assert!(err.contains("without data"), "{err}");
+    }
+
+    #[test]
     fn bad_options_are_errors() {
         assert!(matches!(
             PrometheusMetrics::new(PrometheusOptions::new("not a url")),
@@ -393,5 +552,14 @@ mod tests {
         let mut o = PrometheusOptions::new("http://127.0.0.1:9");
         o.extra_matchers.push(("bad-name".into(), "x".into()));
         assert!(matches!(PrometheusMetrics::new(o), Err(Error::InvalidOption { .. })));
+        for zero in ["max_response_bytes", "max_series", "max_concurrent_queries"] {
+            let mut o = PrometheusOptions::new("http://127.0.0.1:9");
+            match zero {
+                "max_response_bytes" => o.max_response_bytes = 0,
+                "max_series" => o.max_series = 0,
+                _ => o.max_concurrent_queries = 0,
+            }
+            assert!(matches!(PrometheusMetrics::new(o), Err(Error::InvalidOption { option, .. }) if option == zero));
+        }
     }
 }

@@ -123,7 +123,14 @@ mod tests {
     use vllm_scaling_core::PodPhase;
 
     fn pod(name: &str, ready: bool) -> PodInfo {
-        PodInfo { name: name.into(), phase: PodPhase::Running, ready, deleting: false, metrics_url: None }
+        PodInfo {
+            name: name.into(),
+            phase: PodPhase::Running,
+            ready,
+            deleting: false,
+            metrics_url: None,
+            metrics_url_error: None,
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use vllm_scaling_core::{Metric, Timestamp};
 
 use vllm_scaling_core::{MetricSource, ResolvedRule};
 
-use crate::exposition::{Exposition, ParseError, Sample, parse};
+use crate::exposition::{Exposition, ParseError, ParseLimits, Sample, parse, parse_with_limits};
 use crate::reading::{RuleReading, summarize_pod_failures};
 
 /// Which vLLM series of a page count: pages can serve several models.
@@ -72,11 +72,20 @@ impl Histogram {
         }
     }
 
-    fn add_bucket(&mut self, le: f64, count: f64) {
-        match self.buckets.iter_mut().find(|b| b.0 == le) {
-            Some(b) => b.1 += count,
-            None => self.buckets.push((le, count)),
-        }
+    /// Sorts the buckets by bound and adds up those with equal bounds (engines of a pod,
+    /// pods of a fleet): O(n log n), where a search per bucket was quadratic (100,000 `le`
+    /// values took 14 CPU-seconds).
+    fn sort_and_coalesce(&mut self) {
+        self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        self.buckets.dedup_by(|later, first| {
+            // `==`, not bits: -0 and +0 are one bound, as they were for the search.
+            if later.0 == first.0 {
+                first.1 += later.1;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
@@ -121,6 +130,19 @@ impl PodSnapshot {
     /// When the page is not valid exposition text.
     pub fn from_text(text: &str, filter: &SeriesFilter, at: Timestamp) -> Result<Self, ParseError> {
         Ok(Self::from_exposition(&parse(text)?, filter, at))
+    }
+
+    /// [`Self::from_text`] within `limits`.
+    ///
+    /// # Errors
+    /// When the page is not valid exposition text or holds more than `limits` allow.
+    pub fn from_text_with_limits(
+        text: &str,
+        filter: &SeriesFilter,
+        at: Timestamp,
+        limits: ParseLimits,
+    ) -> Result<Self, ParseError> {
+        Ok(Self::from_exposition(&parse_with_limits(text, limits)?, filter, at))
     }
 
     /// Reads the catalog values from a parsed page.
@@ -333,7 +355,7 @@ fn read_histogram(
         if bound.is_nan() {
             return Some(Err(format!("{bucket_name} on line {} has le=\"NaN\"", s.line)));
         }
-        h.add_bucket(bound, s.value);
+        h.buckets.push((bound, s.value));
     }
     if !any {
         return None;
@@ -345,7 +367,7 @@ fn read_histogram(
     };
     h.count = sum_named("_count");
     h.sum = sum_named("_sum");
-    h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    h.sort_and_coalesce();
     Some(Ok(h))
 }
 
@@ -358,12 +380,12 @@ pub fn sum_histograms<'h>(histograms: impl IntoIterator<Item = &'h Histogram>) -
     for h in histograms {
         out.series = h.series;
         for &(le, c) in &h.buckets {
-            out.add_bucket(le, c);
+            out.buckets.push((le, c));
         }
         count = count.zip(h.count).map(|(a, b)| a + b);
         sum = sum.zip(h.sum).map(|(a, b)| a + b);
     }
-    out.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.sort_and_coalesce();
     out.count = count;
     out.sum = sum;
     out
@@ -684,6 +706,32 @@ vllm:time_per_output_token_seconds_count{engine=\"1\",model_name=\"a\"} 2
         assert_eq!(restarted.histogram_delta(&a, Metric::Latency).unwrap().total(), 2.0);
         let rebucketed = read("x_bucket{le=\"2\"} 30\nx_bucket{le=\"+Inf\"} 30\n", 10);
         assert_eq!(rebucketed.histogram_delta(&a, Metric::Latency).unwrap().buckets[0], (2.0, 30.0));
+    }
+
+    #[test]
+    fn many_buckets_coalesce_across_engines_and_pods() {
+        // 3 engines x 20,000 bounds, written in a shuffled order: one sorted histogram.
+        let n = 20_000u32;
+        let mut page = String::new();
+        for i in 0..n {
+            let k = (i * 7919) % n; // a permutation of 0..n (7919 is prime, n is not a multiple)
+            for engine in 0..3 {
+                page.push_str(&format!("x_bucket{{engine=\"{engine}\",le=\"{k}\"}} {k}\n"));
+            }
+        }
+        page.push_str("x_bucket{le=\"+Inf\"} 1e9\n");
+        let e = parse(&page).unwrap();
+        let h = read_histogram(&e, "x", &|_| true).unwrap().unwrap();
+        assert_eq!(h.buckets.len(), n as usize + 1);
+        assert!(h.buckets.windows(2).all(|w| w[0].0 < w[1].0), "sorted, one per bound");
+        assert_eq!(h.buckets[10], (10.0, 30.0));
+        let twice = sum_histograms([&h, &h]);
+        assert_eq!(twice.buckets.len(), n as usize + 1);
+        assert_eq!(twice.buckets[10], (10.0, 60.0));
+        assert_eq!(twice.total(), 2e9);
+        // -0 and +0 are one bound.
+        let e = parse("x_bucket{le=\"-0\"} 1\nx_bucket{le=\"0\"} 2\nx_bucket{le=\"+Inf\"} 3\n").unwrap();
+        assert_eq!(read_histogram(&e, "x", &|_| true).unwrap().unwrap().buckets.len(), 2);
     }
 
     #[test]

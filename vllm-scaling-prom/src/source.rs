@@ -164,6 +164,7 @@ mod tests {
             ready: true,
             deleting: false,
             metrics_url: url.map(str::to_owned),
+            metrics_url_error: None,
         }
     }
 

@@ -118,7 +118,14 @@ fn pod_infos(specs: &[String]) -> anyhow::Result<Vec<PodInfo>> {
                 url.starts_with("http://") || url.starts_with("https://"),
                 "--pods {spec}: expected URL or NAME=URL with an http(s) URL"
             );
-            Ok(PodInfo { name, phase: PodPhase::Running, ready: true, deleting: false, metrics_url: Some(url) })
+            Ok(PodInfo {
+                name,
+                phase: PodPhase::Running,
+                ready: true,
+                deleting: false,
+                metrics_url: Some(url),
+                metrics_url_error: None,
+            })
         })
         .collect()
 }

@@ -104,7 +104,14 @@ spec:
 }
 
 pub fn pod(name: &str) -> PodInfo {
-    PodInfo { name: name.into(), phase: PodPhase::Running, ready: true, deleting: false, metrics_url: None }
+    PodInfo {
+        name: name.into(),
+        phase: PodPhase::Running,
+        ready: true,
+        deleting: false,
+        metrics_url: None,
+        metrics_url_error: None,
+    }
 }
 
 pub fn request(namespace: &str, rules: Vec<ResolvedRule>, pods: &[&str]) -> MetricsRequest {

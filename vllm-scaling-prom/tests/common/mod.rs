@@ -68,6 +68,7 @@ pub fn pod(name: &str, url: &str) -> vllm_scaling_core::PodInfo {
         ready: true,
         deleting: false,
         metrics_url: Some(url.to_owned()),
+        metrics_url_error: None,
     }
 }
 
