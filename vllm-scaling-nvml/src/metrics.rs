@@ -198,18 +198,18 @@ impl<D: GpuDevices> NvmlMetrics<D> {
             if let Some(first) = failed.first() {
                 let more =
                     if failed.len() > 1 { format!(" (and {} more pods)", failed.len() - 1) } else { String::new() };
-                out.failures.insert(rule.key.clone(), format!("{first}{more}"));
+                out.failures.insert(rule.key.clone(), bounded(&format!("{first}{more}")));
             } else if found == 0 {
                 let seen: Vec<String> = pods.iter().map(|p| format!("{}/{}", p.pod.namespace, p.pod.name)).collect();
                 out.failures.insert(
                     rule.key.clone(),
-                    format!(
+                    bounded(&format!(
                         "none of the {} pods of {} runs a process on this node's {} GPU devices (pods seen on them: {})",
                         request.pods.len(),
                         request.target,
                         snapshot.devices.len(),
                         if seen.is_empty() { "none".to_owned() } else { seen.join(", ") }
-                    ),
+                    )),
                 );
             }
         }
@@ -247,4 +247,10 @@ impl<D: GpuDevices> GetScalingMetrics for NvmlMetrics<D> {
     ) -> Result<ScalingMetrics, Self::Error> {
         self.read(request, now)
     }
+}
+
+/// A rule failure quoting NVML's messages and pod names, cut by core's one `excerpt`.
+fn bounded(text: &str) -> String {
+    vllm_scaling_core::excerpt(text, vllm_scaling_core::MAX_REASON_BYTES, vllm_scaling_core::MAX_REASON_LINES)
+        .into_owned()
 }

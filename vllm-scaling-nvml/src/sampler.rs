@@ -273,7 +273,12 @@ impl Unavailable {
             DeviceError::NotSupported { call, .. } => {
                 Self::NotReported { device, reason: format!("NVML does not support {call} on this device") }
             }
-            other => Self::ReadFailed { device, reason: error_chain(other) },
+            // NVML's message is external text: bounded like every reason.
+            other => Self::ReadFailed {
+                device,
+                reason: vllm_scaling_core::excerpt(&error_chain(other), vllm_scaling_core::MAX_REASON_BYTES, 2)
+                    .into_owned(),
+            },
         }
     }
 }
