@@ -273,3 +273,95 @@ fn deployments_log_json_and_the_notes_are_complete() {
     let inline: Value = serde_yaml_ng::from_str(&inline).unwrap();
     assert_eq!(inline, documents("deploy/examples/example-policy.yaml")[0]);
 }
+
+/// The image (no Docker here, so read, not built): a non-root distroless final stage with
+/// only the binary, a stripped `--locked` build, and a build context that keeps what the
+/// build needs (every workspace member, the files compiled in) and drops the rest.
+#[test]
+fn the_image_is_distroless_non_root_and_its_context_has_what_the_build_needs() {
+    let dockerfile = read("deploy/Dockerfile");
+    let stages: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert_eq!(stages[1], "FROM gcr.io/distroless/cc-debian12:nonroot");
+    let last = dockerfile.split(stages[1]).nth(1).unwrap();
+    assert!(last.contains("USER 65532:65532") && !last.contains("RUN "), "the final stage runs nothing as root");
+    assert!(last.contains("ENTRYPOINT [\"/usr/local/bin/vllm-autoscaler\"]"));
+    assert!(dockerfile.contains("CARGO_PROFILE_RELEASE_STRIP=symbols") && dockerfile.contains("--locked"));
+    // Both Deployments run as the image's user.
+    for (path, kind) in
+        [("deploy/controller/deployment.yaml", "Deployment"), ("deploy/gpu-exporter/daemonset.yaml", "DaemonSet")]
+    {
+        let obj = find(&documents(path), kind).clone();
+        assert_eq!(obj["spec"]["template"]["spec"]["securityContext"]["runAsUser"].as_u64(), Some(65532), "{path}");
+    }
+
+    let ignored: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_end_matches('/').to_owned())
+        .collect();
+    let is_ignored = |path: &str| {
+        ignored.iter().any(|p| {
+            let first = path.split('/').next().unwrap();
+            p == path
+                || p == first
+                || (p.ends_with('*') && first.starts_with(p.trim_end_matches('*')))
+                || p.strip_prefix("**/*").is_some_and(|ext| path.ends_with(ext))
+        })
+    };
+    for needed in ["target", ".cargo", ".git", "fuzz"] {
+        assert!(is_ignored(needed), "{needed} is sent to the image build");
+    }
+    let members = workspace_members(&read("Cargo.toml"));
+    assert!(members.len() >= 5, "{members:?}");
+    let mut needed: Vec<String> = members.iter().map(|m| format!("{m}/Cargo.toml")).collect();
+    needed.extend(["Cargo.toml", "Cargo.lock"].map(String::from));
+    // Files compiled into the binary.
+    for dir in [
+        "vllm-scaling-core/src",
+        "vllm-scaling-prom/src",
+        "vllm-scaling-kube/src",
+        "vllm-scaling-nvml/src",
+        "examples/src",
+    ] {
+        for file in walk(&repo(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            for (at, _) in text.match_indices("include_") {
+                let rest = &text[at..];
+                let Some(arg) = rest.strip_prefix("include_str!(\"").or_else(|| rest.strip_prefix("include_bytes!(\""))
+                else {
+                    continue;
+                };
+                let rel = &arg[..arg.find('"').unwrap()];
+                let full = file.parent().unwrap().join(rel).canonicalize().unwrap();
+                let root = repo("").canonicalize().unwrap();
+                needed.push(full.strip_prefix(&root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    assert!(needed.iter().any(|n| n.starts_with("profiles/")), "{needed:?}");
+    for path in &needed {
+        assert!(!is_ignored(path), "{path} is needed by the build but .dockerignore drops it");
+        assert!(repo(path).exists(), "{path}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The workspace members, read from the root manifest's `members = [...]` list.
+fn workspace_members(manifest: &str) -> Vec<String> {
+    let list = manifest.split("members = [").nth(1).and_then(|s| s.split(']').next()).unwrap();
+    list.split(',').map(|m| m.trim().trim_matches('"').to_owned()).filter(|m| !m.is_empty()).collect()
+}

@@ -17,7 +17,9 @@ use crate::reading::{RuleReading, to_scaling_metrics};
 /// at least one pod's metrics URL, else to Prometheus. Two exceptions: `custom` rules are
 /// PromQL and always go to Prometheus, and GPU metrics go to Prometheus when it is
 /// configured, because vLLM's own page carries no GPU series (dcgm-exporter runs per node).
-/// `source: nvml` is served by `vllm-scaling-nvml`, not here.
+/// In the Kubernetes controller, GPU `auto` rules are first read from the GPU exporter on
+/// each pod's node (`vllm_scaling_kube::GpuExporters`) and reach this adapter only when no
+/// exporter runs there. `source: nvml` is served by `vllm-scaling-nvml`, not here.
 #[derive(Debug)]
 pub struct VllmMetrics {
     pods: Option<PodScraper>,
