@@ -61,8 +61,10 @@ fn observe_reads_emulated_pods_as_json() {
     let out = bin()
         .arg("observe")
         .arg(policy(&dir))
-        .args(["--json", "--interval", "1s", "--replicas", "2", "--pods"])
+        .args(["--json", "--interval", "1s", "--replicas", "2"])
+        .arg("--pods")
         .arg(format!("a={}", urls[0]))
+        .arg("--pods")
         .arg(format!("b={}", urls[1]))
         .output()
         .unwrap();
@@ -73,12 +75,12 @@ fn observe_reads_emulated_pods_as_json() {
     let rules = report["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 3);
     assert_eq!(rules[0]["source"], "pods");
-    assert!(rules[0]["per_pod"]["a"].is_number(), "{report:#}");
-    let kv = rules[1]["per_pod"]["b"].as_f64().unwrap();
+    assert!(rules[0]["perPod"]["a"].is_number(), "{report:#}");
+    let kv = rules[1]["perPod"]["b"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&kv) && kv >= 2.0, "KV usage in percent: {kv}");
     // The rate needed the second scrape `--interval` later (its size depends on when the
     // emulator's first requests finish; pods_scrape.rs checks the arithmetic).
-    assert!(rules[2]["per_pod"]["a"].as_f64().is_some_and(|v| v >= 0.0), "{report:#}");
+    assert!(rules[2]["perPod"]["a"].as_f64().is_some_and(|v| v >= 0.0), "{report:#}");
     assert_eq!(report["decision"]["currentReplicas"], 2, "{report:#}");
 }
 

@@ -74,7 +74,7 @@ async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
         ])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .env("POD_NAMESPACE", "default")
+        .env("VLLM_AUTOSCALER_LEASE_NAMESPACE", "default")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

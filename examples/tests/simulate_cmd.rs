@@ -81,7 +81,7 @@ fn the_seed_example_and_the_bundled_policy_run_on_a_shipped_profile() {
     for name in ["example-policy", "llama3-8b"] {
         let p = policy(&r, name);
         assert_eq!(p["requests"], policy(&r, "oracle")["requests"], "{p}");
-        assert!(p["gpu_hours"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["gpuHours"].as_f64().unwrap() > 0.0, "{p}");
     }
     assert_eq!(r["profile"]["name"], "a100-80gb-llama3-8b");
     assert!(dir.path().join("example-policy-policy.yaml").is_file());
@@ -130,8 +130,8 @@ fn a_policy_file_gets_the_same_decisions_as_the_built_in_engine_policy() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r = report(&out_dir);
     let (theirs, mine) = (policy(&r, "hpa-queue"), policy(&r, "mine"));
-    assert!(theirs["scale_events"].as_u64().unwrap() > 0, "the load makes it scale: {theirs}");
-    for field in ["slo_attainment", "gpu_hours", "scale_events", "peak_replicas", "ttft_p99_s", "direction_changes"] {
+    assert!(theirs["scaleEvents"].as_u64().unwrap() > 0, "the load makes it scale: {theirs}");
+    for field in ["sloAttainment", "gpuHours", "scaleEvents", "peakReplicas", "ttftP99S", "directionChanges"] {
         assert_eq!(theirs[field], mine[field], "{field}: {theirs} vs {mine}");
     }
 }

@@ -9,6 +9,7 @@ use vllm_scaling_core::{Metric, MetricSource, PodInfo, PodMetrics, ScalingMetric
 
 /// One rule's observation.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RuleReading {
     /// The rule key (the engine files values under it).
     pub key: String,

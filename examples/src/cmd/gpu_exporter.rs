@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use vllm_scaling_core::{error_chain, parse_prom_duration};
+use vllm_scaling_core::error_chain;
 use vllm_scaling_nvml::{
     BoxError, DcgmLabels, Exporter, ExporterConfig, FamilyFilter, NvmlConfig, NvmlDevices, NvmlMetrics, PodSource,
     SystemClock, VllmTarget, VllmTargets,
@@ -27,13 +27,13 @@ pub(crate) struct Args {
     #[arg(long, default_value = "0.0.0.0:9400")]
     listen: SocketAddr,
     /// The window `DCGM_FI_DEV_GPU_UTIL` averages NVML's samples over.
-    #[arg(long, default_value = "30s", value_parser = parse_prom_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::duration)]
     window: Duration,
     /// How often NVML's sample buffer is read (it holds only seconds of samples).
-    #[arg(long, default_value = "2s", value_parser = parse_prom_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::cli::duration)]
     poll_interval: Duration,
     /// The node's name, for the `Hostname` label (the DaemonSet passes spec.nodeName).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = "VLLM_AUTOSCALER_NODE_NAME")]
     node_name: Option<String>,
     /// Start even when NVML cannot be loaded, and serve only the vLLM metrics.
     #[arg(long)]
@@ -69,7 +69,7 @@ pub(crate) struct Args {
     #[arg(long)]
     vllm_all_families: bool,
     /// The time limit for scraping one vLLM server.
-    #[arg(long, default_value = "3s", value_parser = parse_prom_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::cli::duration)]
     scrape_timeout: Duration,
 }
 
@@ -197,7 +197,7 @@ fn serve(args: Args, devices: Option<NvmlDevices>) -> anyhow::Result<()> {
         let targets: Box<dyn VllmTargets> = match args.vllm_selector {
             Some(selector) => {
                 if node.is_empty() {
-                    bail!("--vllm-selector needs the node's name: pass --node-name (or NODE_NAME)");
+                    bail!("--vllm-selector needs the node's name: pass --node-name (or VLLM_AUTOSCALER_NODE_NAME)");
                 }
                 let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
                 Box::new(KubeDiscovery {

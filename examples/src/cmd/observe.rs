@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use vllm_scaling_core::{
     CurrentScale, Decision, Engine, MetricsRequest, PodInfo, PodPhase, ResolvedPolicy, TargetId, Timestamp,
-    parse_policy, parse_prom_duration,
+    parse_policy,
 };
 use vllm_scaling_prom::{
     HttpOptions, PodScrapeOptions, PodScraper, PrometheusMetrics, PrometheusOptions, RuleReading, VllmMetrics,
@@ -20,25 +20,27 @@ use vllm_scaling_prom::{
 /// Arguments of `observe`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The vLLMScalingPolicy file (YAML or JSON).
+    /// The vLLMScalingPolicy file (YAML or JSON). Comes before the options.
     policy: PathBuf,
     /// Prometheus base URL (rules with source prometheus, custom rules, GPU metrics, and
     /// `auto` rules when no pods are given).
-    #[arg(long, env = "PROMETHEUS_URL")]
+    #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
-    /// Pod metrics endpoints to scrape directly, as URL or NAME=URL (repeatable).
-    #[arg(long, num_args = 1..)]
+    /// A pod metrics endpoint to scrape directly, as URL or NAME=URL: one per `--pods`
+    /// (repeat the flag), or several comma-separated.
+    #[arg(long, value_name = "URL", action = clap::ArgAction::Append, value_delimiter = ',')]
     pods: Vec<String>,
-    /// Seconds between the two scrapes that pod rates and quantiles need.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Time between the two scrapes that pod rates and quantiles need.
+    #[arg(long, default_value = "2s", value_parser = crate::cli::duration)]
     interval: Duration,
     /// Per-request timeout (each pod, each Prometheus query).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
     timeout: Duration,
     /// File holding a bearer token for Prometheus.
     #[arg(long)]
     bearer_token_file: Option<PathBuf>,
-    /// Basic-auth user for Prometheus (the password is read from PROMETHEUS_PASSWORD).
+    /// Basic-auth user for Prometheus (the password is read from
+    /// VLLM_AUTOSCALER_PROMETHEUS_PASSWORD).
     #[arg(long)]
     basic_auth_user: Option<String>,
     /// PEM file with the CA that signed Prometheus' certificate.
@@ -54,7 +56,7 @@ pub(crate) struct Args {
     #[arg(long = "matcher")]
     matchers: Vec<String>,
     /// Prometheus values older than this are stale (missing).
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = crate::cli::duration)]
     max_age: Duration,
     /// Also show the engine's decision for this many current replicas.
     #[arg(long)]
@@ -62,10 +64,6 @@ pub(crate) struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    parse_prom_duration(s)
 }
 
 #[derive(Serialize)]
@@ -166,8 +164,9 @@ async fn observe(args: Args) -> anyhow::Result<String> {
                 o.http.bearer_token = Some(token.trim().to_owned());
             }
             if let Some(user) = &args.basic_auth_user {
-                let password = std::env::var("PROMETHEUS_PASSWORD")
-                    .context("--basic-auth-user needs the password in PROMETHEUS_PASSWORD")?;
+                let var = format!("{}PROMETHEUS_PASSWORD", crate::cli::ENV_PREFIX);
+                let password =
+                    std::env::var(&var).with_context(|| format!("--basic-auth-user needs the password in {var}"))?;
                 o.http.basic_auth = Some((user.clone(), password));
             }
             o.namespace = args.namespace.clone();

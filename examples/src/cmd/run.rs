@@ -34,8 +34,8 @@ pub(crate) struct Args {
     /// Bearer token for Prometheus.
     #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_TOKEN", hide_env_values = true)]
     prometheus_token: Option<String>,
-    /// How often each policy is evaluated (a Prometheus duration: 15s, 1m).
-    #[arg(long, default_value = "15s", value_parser = duration)]
+    /// How often each policy is evaluated (15s, 1m).
+    #[arg(long, default_value = "15s", value_parser = crate::cli::duration)]
     sync_period: Duration,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "0.0.0.0:8080", env = "VLLM_AUTOSCALER_METRICS_ADDR")]
@@ -46,24 +46,26 @@ pub(crate) struct Args {
     /// The Lease's name.
     #[arg(long, default_value = "vllm-autoscaler")]
     lease_name: String,
-    /// The Lease's namespace (default: $POD_NAMESPACE, else `default`).
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// The Lease's namespace (default: the pod's namespace, which the manifests pass as
+    /// VLLM_AUTOSCALER_LEASE_NAMESPACE, else `default`).
+    #[arg(long, env = "VLLM_AUTOSCALER_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// This replica's identity (default: $POD_NAME, else the host name and process id).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity (default: the pod's name, which the manifests pass as
+    /// VLLM_AUTOSCALER_IDENTITY, else the host name and process id).
+    #[arg(long, env = "VLLM_AUTOSCALER_IDENTITY")]
     identity: Option<String>,
     /// Decide, report and record, but never write /scale.
     #[arg(long)]
     dry_run: bool,
     /// The longest an API request or a metrics read may take.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::cli::duration)]
     request_timeout: Duration,
     /// Per-pod timeout of direct scrapes.
-    #[arg(long, default_value = "2s", value_parser = duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::cli::duration)]
     scrape_timeout: Duration,
     /// The longest a policy's status goes unwritten when nothing a user reads changed
     /// (`0s`: write it at every evaluation).
-    #[arg(long, default_value = "60s", value_parser = duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::cli::duration)]
     status_interval: Duration,
     /// Policies evaluated at once.
     #[arg(long, default_value_t = 256)]
@@ -72,10 +74,6 @@ pub(crate) struct Args {
     /// what deploy/ and the Helm chart set).
     #[arg(long, value_enum, default_value = "text", env = super::logs::LOG_FORMAT_ENV)]
     log_format: super::logs::LogFormat,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    vllm_scaling_core::parse_prom_duration(s)
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.

@@ -32,16 +32,18 @@ pub(crate) struct Args {
     /// hpa-running, hpa-kv, kpa, fixed-peak, fixed-99, oracle. Default: all.
     #[arg(long = "policy", value_delimiter = ',', value_name = "NAME")]
     policies: Vec<PolicyKind>,
-    /// Cold start, seconds from the scale decision to a ready replica (default: the
-    /// profile's). Several values (comma-separated) sweep them.
-    #[arg(long = "cold-start", value_delimiter = ',', value_name = "SECS")]
+    /// Cold start, from the scale decision to a ready replica (60, 30s, 2m; a plain
+    /// number is seconds; default: the profile's). Several values (comma-separated) sweep
+    /// them.
+    #[arg(long = "cold-start", value_delimiter = ',', value_name = "TIME", value_parser = crate::cli::seconds)]
     cold_starts: Vec<f64>,
     /// Replay each request this many times (a fraction adds one more copy with that
     /// probability), each copy jittered by up to `--jitter`.
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
-    /// Largest shift of a replayed copy, seconds (uniform in ±jitter, seeded).
-    #[arg(long, default_value_t = 0.5)]
+    /// Largest shift of a replayed copy (uniform in ±jitter, seeded; a plain number is
+    /// seconds).
+    #[arg(long, default_value_t = 0.5, value_parser = crate::cli::seconds)]
     jitter: f64,
     /// Play the trace this many times faster.
     #[arg(long, default_value_t = 1.0)]
@@ -49,8 +51,8 @@ pub(crate) struct Args {
     /// Skip malformed trace rows (and say how many) instead of stopping at the first.
     #[arg(long)]
     skip_bad_rows: bool,
-    /// The time-to-first-token objective, seconds.
-    #[arg(long, default_value_t = 2.0)]
+    /// The time-to-first-token objective (2, 2s, 1500ms; a plain number is seconds).
+    #[arg(long, default_value_t = 2.0, value_parser = crate::cli::seconds)]
     slo_ttft: f64,
     /// Share of requests that must meet the objective (fixed-99 and the oracle size for it).
     #[arg(long, default_value_t = 0.99)]
@@ -112,17 +114,19 @@ pub(crate) struct Args {
     /// h100-tp8-llama3-70b) or a profile YAML file. The flags below override its numbers.
     #[arg(long, default_value = "default", value_name = "NAME|FILE", help_heading = "Replica model")]
     profile: String,
-    /// Step cost `a`, milliseconds (overrides the profile).
-    #[arg(long, help_heading = "Replica model")]
+    /// Step cost `a` (a plain number is milliseconds; overrides the profile).
+    #[arg(long, value_parser = crate::cli::millis, help_heading = "Replica model")]
     step_base_ms: Option<f64>,
-    /// Step cost `b` per prompt token, milliseconds (overrides the profile).
-    #[arg(long, help_heading = "Replica model")]
+    /// Step cost `b` per prompt token (a plain number is milliseconds; overrides the profile).
+    #[arg(long, value_parser = crate::cli::millis, help_heading = "Replica model")]
     prefill_ms_per_token: Option<f64>,
-    /// Step cost `c` per sequence in the batch, milliseconds (overrides the profile).
-    #[arg(long, help_heading = "Replica model")]
+    /// Step cost `c` per sequence in the batch (a plain number is milliseconds; overrides
+    /// the profile).
+    #[arg(long, value_parser = crate::cli::millis, help_heading = "Replica model")]
     decode_ms_per_seq: Option<f64>,
-    /// Step cost `d` per KV token a decoding sequence attends to, milliseconds (overrides the profile).
-    #[arg(long, help_heading = "Replica model")]
+    /// Step cost `d` per KV token a decoding sequence attends to (a plain number is
+    /// milliseconds; overrides the profile).
+    #[arg(long, value_parser = crate::cli::millis, help_heading = "Replica model")]
     attention_ms_per_context_token: Option<f64>,
     /// KV-cache capacity, tokens (overrides the profile).
     #[arg(long, help_heading = "Replica model")]
@@ -134,15 +138,17 @@ pub(crate) struct Args {
     #[arg(long, help_heading = "Replica model")]
     max_batched_tokens: Option<u32>,
 
-    /// Scrape interval of the modelled Prometheus, seconds, the same for every policy
-    /// (`source: pods` rules read the same scrapes without the Prometheus lag).
-    #[arg(long, default_value_t = 15.0, help_heading = "Fleet")]
+    /// Scrape interval of the modelled Prometheus, the same for every policy (`source:
+    /// pods` rules read the same scrapes without the Prometheus lag; a plain number is
+    /// seconds).
+    #[arg(long, default_value_t = 15.0, value_parser = crate::cli::seconds, help_heading = "Fleet")]
     scrape_interval: f64,
-    /// Prometheus query lag, seconds (rules read from Prometheus see scrapes this old).
-    #[arg(long, default_value_t = 0.0, help_heading = "Fleet")]
+    /// Prometheus query lag (rules read from Prometheus see scrapes this old; a plain
+    /// number is seconds).
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::seconds, help_heading = "Fleet")]
     prometheus_lag: f64,
-    /// The engine's sync period, seconds.
-    #[arg(long, default_value_t = 15.0, help_heading = "Fleet")]
+    /// The engine's sync period (a plain number is seconds).
+    #[arg(long, default_value_t = 15.0, value_parser = crate::cli::seconds, help_heading = "Fleet")]
     sync_period: f64,
     /// Routing: least-outstanding or round-robin.
     #[arg(long, default_value = "least-outstanding", value_parser = parse_router, help_heading = "Fleet")]
@@ -178,8 +184,8 @@ pub(crate) struct Args {
     #[arg(long, help_heading = "Scoring")]
     no_robustness: bool,
 
-    /// Generator: length of the run, seconds.
-    #[arg(long, default_value_t = GeneratorConfig::default().duration_secs, help_heading = "Built-in generator")]
+    /// Generator: length of the run (3h, 90m; a plain number is seconds).
+    #[arg(long, default_value_t = GeneratorConfig::default().duration_secs, value_parser = crate::cli::seconds, help_heading = "Built-in generator")]
     gen_duration: f64,
     /// Generator: mean arrival rate, requests per second.
     #[arg(long, default_value_t = GeneratorConfig::default().mean_rps, help_heading = "Built-in generator")]
@@ -266,6 +272,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
 
 /// Where the arrivals came from.
 #[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
 struct Source {
     /// The file, or `generator`.
     name: String,
@@ -281,6 +288,7 @@ struct Source {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Ratios {
     /// vllm-scaling GPU-hours over the oracle's lower bound at the attainment target.
     vllm_scaling_vs_lower_bound_gpu_hours: Option<f64>,
@@ -315,6 +323,7 @@ fn best_hpa<'a>(reports: &[&'a PolicyReport]) -> Option<&'a PolicyReport> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Report<'a> {
     source: &'a Source,
     /// The replica profile the run used (after flag overrides).
@@ -782,6 +791,7 @@ fn make_windows(
 
 /// One point of the robustness table.
 #[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct RobustRow {
     /// What changed from the nominal run.
     pub(crate) variant: String,
@@ -1278,15 +1288,15 @@ mod tests {
             "{}",
             report["windows"]
         );
-        assert!(report["lower_bound"]["gpuHours"].is_number(), "{}", report["lower_bound"]);
+        assert!(report["lowerBound"]["gpuHours"].is_number(), "{}", report["lowerBound"]);
         assert!(!report["robustness"].as_array().expect("a robustness table").is_empty());
         for p in policies {
-            let attainment = p["slo_attainment"].as_f64().expect("slo_attainment");
+            let attainment = p["sloAttainment"].as_f64().expect("sloAttainment");
             assert!((0.0..=1.0).contains(&attainment), "{p}");
-            for field in ["gpu_hours", "ttft_p50_s", "ttft_p99_s", "queue_time_p99_s"] {
+            for field in ["gpuHours", "ttftP50S", "ttftP99S", "queueTimeP99S"] {
                 assert!(p[field].is_number(), "{field} missing in {p}");
             }
-            for field in ["scale_events", "direction_changes"] {
+            for field in ["scaleEvents", "directionChanges"] {
                 assert!(p[field].is_u64(), "{field} missing in {p}");
             }
         }
@@ -1332,7 +1342,7 @@ mod tests {
         .expect("runs with the bad row skipped");
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("JSON");
-        assert_eq!(report["source"]["skipped_rows"], 1);
+        assert_eq!(report["source"]["skippedRows"], 1);
         // The 100 s trace is cut at the whole minute nearest its middle: 60 s learn, the rest is scored.
         let windows = &report["windows"];
         assert_eq!(windows["trainRequests"].as_u64().zip(windows["scoredRequests"].as_u64()), Some((240, 160)));

@@ -7,6 +7,7 @@ use super::trace::TraceRequest;
 
 /// One row of the comparison table (and one entry of `report.json`'s `policies`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PolicyReport {
     /// The policy's name (`vllm-scaling`, `hpa-queue`, `kpa`, `fixed-peak`, `fixed-99`, `oracle`, ...).
     pub name: String,
@@ -52,6 +53,7 @@ pub struct PolicyReport {
 
 /// One point of the time series plotted per policy.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SeriesPoint {
     /// End of the sample interval, seconds.
     pub t_secs: f64,
@@ -67,6 +69,7 @@ pub struct SeriesPoint {
 
 /// One rescale.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ScaleChange {
     /// When, seconds.
     pub at_secs: f64,

@@ -573,6 +573,7 @@ impl Trace {
 
 /// What [`Trace::stats`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TraceStats {
     /// Number of requests.
     pub requests: usize,
