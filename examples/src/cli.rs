@@ -3,7 +3,8 @@
 //!
 //! - A time is a number with a unit (`500ms`, `15s`, `1m`, `2h`, `1d`, combined as
 //!   `1m30s`, with decimals as `1.5s`); a plain number keeps the unit the flag always had
-//!   (seconds, or milliseconds for the `--*-ms` flags of `simulate`).
+//!   (seconds; milliseconds for the `--*-ms*` flags of `simulate`; days for
+//!   `--rate-profile-days`).
 //! - Every flag that can come from the environment reads `VLLM_AUTOSCALER_<FLAG>`.
 
 use std::time::Duration;
@@ -67,6 +68,11 @@ pub(crate) fn seconds(text: &str) -> Result<f64, String> {
     Ok(parse_ms(text, 1_000.0, "seconds")? / 1_000.0)
 }
 
+/// A time flag stored as days: `2d`, `36h`; a plain number is days.
+pub(crate) fn days(text: &str) -> Result<f64, String> {
+    Ok(parse_ms(text, 86_400_000.0, "days")? / 86_400_000.0)
+}
+
 /// A time flag stored as milliseconds: `25ms`, `0.5s`; a plain number is milliseconds.
 pub(crate) fn millis(text: &str) -> Result<f64, String> {
     parse_ms(text, 1.0, "milliseconds")
@@ -93,6 +99,8 @@ mod tests {
         // Plain numbers of the millisecond flags are milliseconds.
         assert_eq!(millis("25"), Ok(25.0));
         assert_eq!(millis("0.5s"), Ok(500.0));
+        assert_eq!(days("2"), Ok(2.0));
+        assert_eq!(days("36h"), Ok(1.5));
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn every_time_flag_takes_units_and_plain_numbers_keep_their_unit() {
         &["simulate", "--sync-period", "x"],
         &["simulate", "--gen-duration", "x"],
         &["simulate", "--step-base-ms", "x"],
+        &["simulate", "--rate-profile-days", "x"],
     ];
     for args in cases {
         let err = usage_error(&bin().args(*args).output().unwrap());

@@ -127,7 +127,7 @@ fn the_quick_start_fleet_does_not_look_loaded_until_it_is() {
     let observe = || {
         let out = bin()
             .args(["observe", seed, "--json", "--interval", "2s", "--replicas", "3", "--pods"])
-            .args(&urls)
+            .arg(urls.join(","))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -141,7 +141,7 @@ fn the_quick_start_fleet_does_not_look_loaded_until_it_is() {
     let latency = rule("latency")["fleet"].as_f64().unwrap_or_else(|| panic!("{report:#}"));
     assert!(latency > 0.0 && latency < 1000.0, "p95 end-to-end latency {latency} ms at light load: {report:#}");
     let queue: Vec<f64> =
-        rule("queue_length")["per_pod"].as_object().unwrap().values().filter_map(|v| v.as_f64()).collect();
+        rule("queue_length")["perPod"].as_object().unwrap().values().filter_map(|v| v.as_f64()).collect();
     assert_eq!(queue, [0.0, 0.0, 0.0], "{report:#}");
     assert_eq!(report["decision"]["desiredReplicas"], 3, "{report:#}");
 

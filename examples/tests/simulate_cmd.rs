@@ -264,7 +264,7 @@ fn traces_in_their_own_layout_and_rate_profiles_run() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r = report(&out_dir);
     assert_eq!(r["source"]["stats"]["requests"], 900);
-    assert!((r["source"]["stats"]["duration_secs"].as_f64().unwrap() - 224.75).abs() < 1e-6, "{r}");
+    assert!((r["source"]["stats"]["durationSecs"].as_f64().unwrap() - 224.75).abs() < 1e-6, "{r}");
 
     // Columns that do not map, a time that does not parse: exit 2 with the line and column.
     let wrong = "ts=TIME,in=ContextTokens,out=GeneratedTokens";
@@ -303,8 +303,8 @@ fn traces_in_their_own_layout_and_rate_profiles_run() {
     let r = report(&rp_dir);
     assert!(r["source"]["name"].as_str().unwrap().ends_with("rates.csv:m-test"), "{r}");
     let stats = &r["source"]["stats"];
-    assert!(stats["duration_secs"].as_f64().unwrap() > 1.9 * 86_400.0, "{stats}");
-    assert!((stats["mean_rps"].as_f64().unwrap() - 0.05).abs() < 0.005, "{stats}");
+    assert!(stats["durationSecs"].as_f64().unwrap() > 1.9 * 86_400.0, "{stats}");
+    assert!((stats["meanRps"].as_f64().unwrap() - 0.05).abs() < 0.005, "{stats}");
     let out = simulate(&rp_dir, &["--rate-profile", rates.to_str().unwrap(), "--rate-profile-model", "m-large"]);
     assert_bad_input(&out, &["rates.csv", "no windows for model `m-large`", "m-test"]);
 }

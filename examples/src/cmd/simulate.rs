@@ -76,8 +76,9 @@ pub(crate) struct Args {
     /// The profile's `model` to use (needed when the file holds several).
     #[arg(long, value_name = "NAME", help_heading = "Traces")]
     rate_profile_model: Option<String>,
-    /// Days of the rate profile to replay, from its start.
-    #[arg(long, default_value_t = 1.0, help_heading = "Traces")]
+    /// How much of the rate profile to replay, from its start (2d, 36h; a plain number is
+    /// days).
+    #[arg(long, default_value_t = 1.0, value_parser = crate::cli::days, help_heading = "Traces")]
     rate_profile_days: f64,
     /// The profile's rates rescaled to this mean, requests per second.
     #[arg(long, default_value_t = 10.0, help_heading = "Traces")]
