@@ -56,6 +56,8 @@ enum Command {
         after_help = "Examples:\n  vllm-autoscaler simulate --out sim-out\n  vllm-autoscaler simulate --trace trace.csv --cold-start 30s,1m,2m --policy vllm-scaling,hpa-queue"
     )]
     Simulate(Box<cmd::simulate::Args>),
+    /// Fit a replica profile to a `vllm bench serve` sweep (or, with --synthesize, write one for a profile).
+    Calibrate(Box<cmd::calibrate::Args>),
     /// Serve this node's GPU metrics (DCGM names, from NVML) and its vLLM pods' metrics on /metrics.
     #[command(
         after_help = "Examples:\n  vllm-autoscaler gpu-exporter --listen 0.0.0.0:9400 --window 30s\n  VLLM_AUTOSCALER_NODE_NAME=node-1 vllm-autoscaler gpu-exporter --vllm-selector app=vllm"
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Observe(args) => cmd::observe::run(*args),
         Command::EmulateVllm(args) => cmd::emulate_vllm::run(args),
         Command::Simulate(args) => cmd::simulate::run(*args),
+        Command::Calibrate(args) => cmd::calibrate::run(*args),
         Command::GpuExporter(args) => cmd::gpu_exporter::run(*args),
         Command::Crd(args) => cmd::crd::run(args),
         Command::Run(args) => cmd::run::run(*args),

@@ -17,7 +17,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// A short generated load: a few seconds of simulation in a debug build.
-const SMALL: [&str; 4] = ["--gen-duration", "240", "--no-plots", "--quiet"];
+const SMALL: [&str; 5] = ["--gen-duration", "240", "--no-plots", "--quiet", "--no-robustness"];
 
 fn simulate(out: &Path, extra: &[&str]) -> Output {
     bin()
@@ -106,7 +106,7 @@ fn a_policy_file_gets_the_same_decisions_as_the_built_in_engine_policy() {
     // window (maxReplicas from --max-replicas): the same document from a file must make
     // the same decisions on the same arrivals.
     let dir = tempfile::tempdir().unwrap();
-    let common = ["--policy", "hpa-queue", "--max-replicas", "6", "--gen-mean-rps", "30", "--no-robustness"];
+    let common = ["--policy", "hpa-queue", "--max-replicas", "6", "--gen-mean-rps", "30"];
     let first = dir.path().join("first");
     let out = simulate(&first, &common);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod calibrate;
 pub(crate) mod crd;
 pub(crate) mod emulate_vllm;
 pub(crate) mod gpu_exporter;

@@ -1094,15 +1094,7 @@ pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
 /// The profile named by `--profile` (a built-in name or a file), with the model flags
 /// applied on top, validated.
 fn replica_profile(args: &Args) -> Result<ReplicaProfile> {
-    let spec = args.profile.as_str();
-    let looks_like_file = spec.ends_with(".yaml") || spec.ends_with(".yml") || spec.contains('/');
-    let mut profile = if looks_like_file || Path::new(spec).is_file() {
-        let text = std::fs::read_to_string(spec)
-            .map_err(|e| BadInput(format!("--profile {spec}: cannot read the profile file: {e}")))?;
-        ReplicaProfile::parse(&text).map_err(|e| BadInput(format!("--profile {spec}: {e}")))?
-    } else {
-        ReplicaProfile::builtin(spec).map_err(|e| BadInput(format!("--profile: {e}")))?
-    };
+    let mut profile = load_profile(&args.profile, "--profile")?;
     let m = &mut profile.model;
     let mut overridden = Vec::new();
     macro_rules! set {
@@ -1206,6 +1198,18 @@ fn load_user_policies(args: &Args) -> Result<Vec<UserPolicy>> {
         out.push(UserPolicy { name, policy, yaml });
     }
     Ok(out)
+}
+
+/// A profile by built-in name or file (given with `flag`); refusals are bad input.
+pub(crate) fn load_profile(spec: &str, flag: &str) -> Result<ReplicaProfile> {
+    let looks_like_file = spec.ends_with(".yaml") || spec.ends_with(".yml") || spec.contains('/');
+    if looks_like_file || Path::new(spec).is_file() {
+        let text = std::fs::read_to_string(spec)
+            .map_err(|e| BadInput(format!("{flag} {spec}: cannot read the profile file: {e}")))?;
+        Ok(ReplicaProfile::parse(&text).map_err(|e| BadInput(format!("{flag} {spec}: {e}")))?)
+    } else {
+        Ok(ReplicaProfile::builtin(spec).map_err(|e| BadInput(format!("{flag}: {e}")))?)
+    }
 }
 
 /// `kv-cache-tokens` as the profile's `kvCacheTokens`.

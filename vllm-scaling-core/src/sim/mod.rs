@@ -43,6 +43,7 @@
 //! ```
 
 mod autoscalers;
+mod bench;
 mod burst;
 mod experiment;
 mod fleet;
@@ -58,6 +59,10 @@ mod trace;
 mod user_policy;
 
 pub use autoscalers::{EngineAutoscaler, FixedAutoscaler, KpaAutoscaler, KpaConfig, ScheduleAutoscaler};
+pub use bench::{
+    BenchError, BenchLoad, BenchPoint, Fit, PointError, constant_errors, emulate_bench, fit_step_constants,
+    score as score_bench,
+};
 pub use burst::{Burstiness, HOLD_STEP_SECS, MAX_HOLD_SECS, MIN_HOLD_SECS, analyze as analyze_burstiness};
 pub use experiment::{
     BURSTY_GIVE_BACK_PERCENT, CALIBRATION_REPLICAS, Calibration, Comparison, ExperimentConfig, FixedSearch,

@@ -304,6 +304,11 @@ impl Replica {
         self.clock = self.ready_at;
     }
 
+    /// When the step now running ends (`None` when none is).
+    pub(crate) fn step_end(&self) -> Option<f64> {
+        self.in_flight.map(|s| s.end)
+    }
+
     /// Whether it still holds requests.
     pub(crate) fn has_work(&self) -> bool {
         !self.is_idle() || !self.waiting.is_empty()
