@@ -17,7 +17,7 @@ mod cmd;
     version,
     about,
     long_about = None,
-    after_help = "Conventions:\n  Times take a unit: 500ms, 15s, 1m, 1h30m (a plain number keeps the flag's unit, seconds unless the flag ends in -ms).\n  Flags read from the environment use VLLM_AUTOSCALER_<FLAG> (e.g. VLLM_AUTOSCALER_PROMETHEUS_URL).\n  Machine-readable output (--json, replay, simulate's report.json) is JSON with camelCase keys.\n\nExamples:\n  vllm-autoscaler validate policy.yaml\n  vllm-autoscaler observe policy.yaml --pods http://127.0.0.1:8000/metrics\n  vllm-autoscaler run --prometheus-url http://prometheus:9090\n  vllm-autoscaler completions bash > /etc/bash_completion.d/vllm-autoscaler"
+    after_help = "Conventions:\n  Times take a unit: 500ms, 15s, 1m, 1h30m (a plain number keeps the flag's old unit: seconds, unless its help says milliseconds or days).\n  Flags read from the environment use VLLM_AUTOSCALER_<FLAG> (e.g. VLLM_AUTOSCALER_PROMETHEUS_URL).\n  Machine-readable output (--json, replay, simulate's report.json) is JSON with camelCase keys.\n\nExamples:\n  vllm-autoscaler validate policy.yaml\n  vllm-autoscaler observe policy.yaml --pods http://127.0.0.1:8000/metrics\n  vllm-autoscaler run --prometheus-url http://prometheus:9090\n  vllm-autoscaler completions bash > /etc/bash_completion.d/vllm-autoscaler"
 )]
 struct Cli {
     #[command(subcommand)]
