@@ -57,6 +57,9 @@ enum Command {
     )]
     Simulate(Box<cmd::simulate::Args>),
     /// Fit a replica profile to a `vllm bench serve` sweep (or, with --synthesize, write one for a profile).
+    #[command(
+        after_help = "Examples:\n  vllm-autoscaler calibrate sweep/*.json --base-profile h100-80gb-llama3-8b --name my-h100 --out my-h100.yaml\n  vllm-autoscaler calibrate --synthesize --profile a100-80gb-llama3-8b --rates 1,4,16,inf --out-dir sweep\n  vllm-autoscaler calibrate sweep/*.json --compare-to a100-80gb-llama3-8b"
+    )]
     Calibrate(Box<cmd::calibrate::Args>),
     /// Serve this node's GPU metrics (DCGM names, from NVML) and its vLLM pods' metrics on /metrics.
     #[command(
