@@ -34,10 +34,10 @@ fn joined(first: &Trace, second: &Trace) -> Vec<TraceRequest> {
 #[test]
 fn the_split_never_lets_the_recommender_see_the_scored_window() {
     let first = load(540.0, 12.0, 7);
-    // Two second halves that differ wildly: a quiet one, and one five times as busy with
+    // Two second halves that differ wildly: a quiet one, and one ten times as busy with
     // prompts four times as long.
     let quiet = load(540.0, 3.0, 8);
-    let busy: Vec<TraceRequest> = load(540.0, 60.0, 9)
+    let busy: Vec<TraceRequest> = load(540.0, 30.0, 9)
         .requests()
         .iter()
         .map(|r| TraceRequest { input_tokens: r.input_tokens * 4, ..*r })
@@ -86,18 +86,18 @@ fn a_split_that_leaves_a_window_empty_is_refused() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2, ..ProptestConfig::default() })]
 
     /// No policy of the comparison, and no fixed fleet of any size, reaches an attainment
     /// with fewer GPU-hours than the lower bound at that attainment.
     #[test]
     fn the_lower_bound_is_below_every_policy_at_its_attainment(
-        rps in 4.0f64..16.0,
+        rps in 4.0f64..10.0,
         seed in 0u64..1000,
-        cold in prop::sample::select(vec![30.0, 60.0, 120.0]),
+        cold in prop::sample::select(vec![30.0, 60.0, 120.0, 300.0]),
         start in prop::sample::select(vec![Start::Warm, Start::Cold]),
     ) {
-        let t = load(600.0, rps, seed);
+        let t = load(300.0, rps, seed);
         let mut config = ExperimentConfig { start, ..ExperimentConfig::default() };
         config.fleet.cold_start_secs = cold;
         let cmp = compare(t.requests(), &config, &PolicyKind::ALL, &mut |_, _| {}).expect("runs");

@@ -1355,6 +1355,53 @@ mod tests {
     }
 
     #[test]
+    fn train_file_in_sample_and_cold_start_are_labelled() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, rows: usize, tokens: u32| {
+            let path = dir.path().join(name);
+            let mut text = String::from("timestamp_seconds,input_tokens,output_tokens\n");
+            for i in 0..rows {
+                text.push_str(&format!("{}.{},{},{}\n", i / 4, 25 * (i % 4), tokens, 30));
+            }
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let (train, scored) = (write("train.csv", 600, 300), write("scored.csv", 480, 900));
+        let read = |out: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("JSON")
+        };
+        let common = [
+            "--trace",
+            scored.to_str().expect("utf-8"),
+            "--no-plots",
+            "--no-robustness",
+            "--policy",
+            "vllm-scaling,oracle",
+        ];
+        let out = dir.path().join("train");
+        let mut argv = common.to_vec();
+        argv.extend(["--train", train.to_str().expect("utf-8")]);
+        execute(&args(&argv, &out)).expect("runs with a training file");
+        let r = read(&out);
+        assert_eq!(r["windows"]["learning"]["kind"], "train-file", "{}", r["windows"]);
+        assert_eq!(r["windows"]["trainRequests"], 600);
+        assert_eq!(r["policies"][0]["requests"], 480, "the whole --trace is scored");
+        let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+        assert!(summary.starts_with("out of sample: learned on a separate training trace"), "{summary}");
+
+        let out = dir.path().join("inside");
+        let mut argv = common.to_vec();
+        argv.extend(["--in-sample", "--start", "cold"]);
+        execute(&args(&argv, &out)).expect("runs in sample");
+        let r = read(&out);
+        assert_eq!(r["windows"]["inSample"], true);
+        assert_eq!(r["config"]["start"], "cold");
+        let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+        assert!(summary.starts_with("IN-SAMPLE"), "{summary}");
+        assert!(summary.contains("Robustness table skipped"), "{summary}");
+    }
+
+    #[test]
     fn impossible_model_constants_are_refused() {
         let out = tempfile::tempdir().expect("temp dir");
         let e = execute(&args(&["--step-base-ms", "0"], out.path())).unwrap_err();

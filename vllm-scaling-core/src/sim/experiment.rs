@@ -412,31 +412,37 @@ pub struct IntervalCurve {
 }
 
 impl IntervalCurve {
-    /// `(replicas, cost in replica-seconds, requests within the objective)` choices for
-    /// the relaxation: the measured points, and, for the bound, an optimistic reading of
-    /// the gaps (any fleet above a measured point serves what the next point does; below
-    /// the first point, `min_replicas` serves what it does; above the last, every
-    /// feasible request is served).
-    fn options(&self, min_replicas: i32, optimistic: bool) -> Vec<(i32, usize)> {
+    /// `(fewest replicas, most replicas, requests within the objective)` choices for the
+    /// relaxation: any fleet in the range is credited with the count. Measured points are
+    /// exact ranges; for the bound the gaps are read optimistically (any fleet above a
+    /// measured point serves what the next point does; below the first point, from
+    /// `min_replicas` on, what it does; above the last, every feasible request).
+    fn options(&self, min_replicas: i32, optimistic: bool) -> Vec<(i32, i32, usize)> {
         if self.feasible == 0 || self.points.is_empty() {
-            return vec![(min_replicas, self.feasible)];
+            return vec![(min_replicas, if optimistic { UNBOUNDED } else { min_replicas }, self.feasible)];
         }
         if !optimistic {
-            return self.points.clone();
+            return self.points.iter().map(|&(n, g)| (n, n, g)).collect();
         }
         let mut out = Vec::with_capacity(self.points.len() + 1);
         let mut below = min_replicas;
         for &(n, good) in &self.points {
-            out.push((below.min(n), good));
+            out.push((below.min(n), n, good));
             below = n + 1;
         }
         let last = self.points[self.points.len() - 1];
         if last.1 < self.feasible {
-            out.push((last.0 + 1, self.feasible));
+            out.push((last.0 + 1, UNBOUNDED, self.feasible));
+        } else if let Some(top) = out.last_mut() {
+            // Every feasible request is served from here on: any larger fleet too.
+            top.1 = UNBOUNDED;
         }
         out
     }
 }
+
+/// A range's open upper end.
+const UNBOUNDED: i32 = i32::MAX / 4;
 
 /// The oracle's lower bound on GPU-hours for the attainment target.
 ///
@@ -446,7 +452,10 @@ impl IntervalCurve {
 /// one cold start of GPU time for each replica added between intervals (the first
 /// interval's fleet is free). Between measured fleet sizes the credit is rounded up to
 /// the next measured point and above the last one every feasible request counts as
-/// served, so the curves overstate what each size achieves. The bound is the Lagrangian
+/// served, so the curves overstate what each size achieves; the fleet of each choice is
+/// a range, charged at its low end, and the cold starts between two intervals at the
+/// least increase the two ranges allow, so no fleet sequence is charged more than it
+/// costs. The bound is the Lagrangian
 /// dual of "fewest GPU-hours such that the requests served reach the target", maximized
 /// over the multiplier: by weak duality every value of it is at most the cost of every
 /// allocation of the relaxation that meets the target.
@@ -470,13 +479,15 @@ pub struct LowerBound {
 }
 
 /// Solves `min Σ cost(n_m) + cold · Σ (n_m − n_{m−1})⁺ − λ · Σ good_m(n_m)` over the
-/// interval choices; returns `(gpu_hours, good, choice per interval)`.
-fn oracle_dp(options: &[Vec<(i32, usize)>], lens: &[f64], cold_secs: f64, lambda: f64) -> (f64, f64, Vec<usize>) {
+/// interval choices `(lo, hi, good)` (a fleet anywhere in `lo..=hi`, charged `lo`, the
+/// cold starts at the least increase `lo_m − hi_{m−1}`); returns `(gpu_hours, good,
+/// choice per interval)`.
+fn oracle_dp(options: &[Vec<(i32, i32, usize)>], lens: &[f64], cold_secs: f64, lambda: f64) -> (f64, f64, Vec<usize>) {
     let m = options.len();
     let mut back: Vec<Vec<usize>> = Vec::with_capacity(m);
     let mut best: Vec<f64> = Vec::new();
     for (k, opts) in options.iter().enumerate() {
-        let here = |&(n, good): &(i32, usize)| f64::from(n) * lens[k] / 3600.0 - lambda * good as f64;
+        let here = |&(n, _, good): &(i32, i32, usize)| f64::from(n) * lens[k] / 3600.0 - lambda * good as f64;
         if k == 0 {
             best = opts.iter().map(here).collect();
             back.push(vec![0; opts.len()]);
@@ -488,7 +499,7 @@ fn oracle_dp(options: &[Vec<(i32, usize)>], lens: &[f64], cold_secs: f64, lambda
         for opt in opts {
             let (mut v, mut arg) = (f64::INFINITY, 0);
             for (j, p) in prev.iter().enumerate() {
-                let up = f64::from((opt.0 - p.0).max(0)) * cold_secs / 3600.0;
+                let up = f64::from((opt.0 - p.1).max(0)) * cold_secs / 3600.0;
                 let c = best[j] + up;
                 if c < v {
                     (v, arg) = (c, j);
@@ -511,10 +522,10 @@ fn oracle_dp(options: &[Vec<(i32, usize)>], lens: &[f64], cold_secs: f64, lambda
     }
     let (mut hours, mut good) = (0.0, 0.0);
     for k in 0..m {
-        let (n, g) = options[k][choice[k]];
+        let (n, _, g) = options[k][choice[k]];
         hours += f64::from(n) * lens[k] / 3600.0;
         if k > 0 {
-            hours += f64::from((n - options[k - 1][choice[k - 1]].0).max(0)) * cold_secs / 3600.0;
+            hours += f64::from((n - options[k - 1][choice[k - 1]].1).max(0)) * cold_secs / 3600.0;
         }
         good += g as f64;
     }
@@ -525,7 +536,7 @@ fn oracle_dp(options: &[Vec<(i32, usize)>], lens: &[f64], cold_secs: f64, lambda
 /// `need` served requests) and the cheapest allocation found that reaches it (`None`
 /// when no choice of the options does).
 fn oracle_solve(
-    options: &[Vec<(i32, usize)>],
+    options: &[Vec<(i32, i32, usize)>],
     lens: &[f64],
     cold_secs: f64,
     need: f64,
@@ -645,7 +656,7 @@ pub fn lower_bound_gpu_hours(
     cold_start_secs: f64,
     attainment: f64,
 ) -> Option<f64> {
-    let options: Vec<Vec<(i32, usize)>> = curves.iter().map(|c| c.options(min_replicas, true)).collect();
+    let options: Vec<Vec<(i32, i32, usize)>> = curves.iter().map(|c| c.options(min_replicas, true)).collect();
     let lens: Vec<f64> = curves.iter().map(|c| c.len_secs).collect();
     let feasible: usize = curves.iter().map(|c| c.feasible).sum();
     let need = (attainment * feasible as f64 - 1e-6).ceil().max(0.0);
@@ -1474,14 +1485,14 @@ fn oracle_plan(
     };
     // The plan: the cheapest allocation over the measured points meeting the target;
     // while its replay falls short (backlogs cross intervals), ask the curves for more.
-    let options: Vec<Vec<(i32, usize)>> = curves.iter().map(|c| c.options(min, false)).collect();
+    let options: Vec<Vec<(i32, i32, usize)>> = curves.iter().map(|c| c.options(min, false)).collect();
     let lens: Vec<f64> = curves.iter().map(|c| c.len_secs).collect();
     let feasible: usize = curves.iter().map(|c| c.feasible).sum();
     let infeasible_intervals = curves
         .iter()
         .filter(|c| c.feasible > 0 && c.points.last().is_none_or(|p| (p.1 as f64) < target * c.feasible as f64))
         .count();
-    let most: f64 = options.iter().map(|o| o.iter().map(|p| p.1).max().unwrap_or(0) as f64).sum();
+    let most: f64 = options.iter().map(|o| o.iter().map(|p| p.2).max().unwrap_or(0) as f64).sum();
     let mut need = (target * feasible as f64).ceil().min(most);
     let mut best: Option<OraclePlan> = None;
     for round in 0..4 {
@@ -1489,7 +1500,7 @@ fn oracle_plan(
             .1
             .unwrap_or_else(|| options.iter().map(|o| o.len().saturating_sub(1)).collect());
         let replicas: Vec<i32> = choice.iter().zip(&options).map(|(&i, o)| o[i].0.max(min)).collect();
-        let planned: usize = choice.iter().zip(&options).map(|(&i, o)| o[i].1).sum();
+        let planned: usize = choice.iter().zip(&options).map(|(&i, o)| o[i].2).sum();
         let plan = OraclePlan {
             interval_secs: len,
             replicas,
@@ -1844,49 +1855,58 @@ mod tests {
         assert!(p.rules.iter().any(|r| r.metric == crate::Metric::QueueLength));
     }
 
-    /// Every allocation over the options: the cheapest cost (GPU-hours, cold starts
-    /// charged) that serves at least `need`, by brute force.
-    fn brute_force(options: &[Vec<(i32, usize)>], lens: &[f64], cold: f64, need: f64) -> Option<f64> {
+    /// The cheapest real fleet sequence (one integer fleet per interval, `1..=top`) whose
+    /// credited service reaches `need`, by brute force: `credit(k, n)` per interval,
+    /// GPU-hours `n · len` plus a cold start per replica added.
+    fn brute_force(
+        intervals: usize,
+        top: i32,
+        credit: &dyn Fn(usize, i32) -> usize,
+        lens: &[f64],
+        cold: f64,
+        need: f64,
+    ) -> Option<f64> {
         let mut best: Option<f64> = None;
-        let mut pick = vec![0usize; options.len()];
+        let mut pick = vec![1i32; intervals];
         loop {
             let (mut cost, mut good) = (0.0, 0.0);
-            for (k, &i) in pick.iter().enumerate() {
-                let (n, g) = options[k][i];
+            for (k, &n) in pick.iter().enumerate() {
                 cost += f64::from(n) * lens[k] / 3600.0;
                 if k > 0 {
-                    cost += f64::from((n - options[k - 1][pick[k - 1]].0).max(0)) * cold / 3600.0;
+                    cost += f64::from((n - pick[k - 1]).max(0)) * cold / 3600.0;
                 }
-                good += g as f64;
+                good += credit(k, n) as f64;
             }
             if good >= need - 1e-9 && best.is_none_or(|b| cost < b) {
                 best = Some(cost);
             }
-            // The next combination, like an odometer.
+            // The next sequence, like an odometer.
             let mut k = 0;
             loop {
                 if k == pick.len() {
                     return best;
                 }
                 pick[k] += 1;
-                if pick[k] < options[k].len() {
+                if pick[k] <= top {
                     break;
                 }
-                pick[k] = 0;
+                pick[k] = 1;
                 k += 1;
             }
         }
     }
 
     proptest::proptest! {
-        /// The dual value is never above the cheapest allocation of the relaxation that
-        /// meets the target (weak duality), and the plan found meets it at no less.
+        /// For any service curve consistent with the measured points (more replicas never
+        /// serve fewer), the cheapest real fleet sequence meeting the target costs at least
+        /// the bound; so does the plan found on the measured points, which meets it.
         #[test]
-        fn the_bound_is_below_every_allocation_meeting_the_target(
+        fn the_bound_is_below_every_fleet_sequence_meeting_the_target(
             raw in proptest::collection::vec(
-                (1usize..40, proptest::collection::vec((1i32..4, 0usize..15), 1..4)), 1..5),
+                (1usize..40, proptest::collection::vec((1i32..4, 0usize..15), 1..4)), 1..4),
             share in 0.3f64..1.0,
-            cold in 0.0f64..120.0,
+            cold in 0.0f64..600.0,
+            pessimism in 0.0f64..1.0,
         ) {
             let curves: Vec<IntervalCurve> = raw
                 .into_iter()
@@ -1906,35 +1926,56 @@ mod tests {
             let feasible: usize = curves.iter().map(|c| c.feasible).sum();
             let need = (share * feasible as f64 - 1e-6).ceil();
             let lens = vec![60.0; curves.len()];
-            let optimistic: Vec<_> = curves.iter().map(|c| c.options(1, true)).collect();
+            let bound = lower_bound_gpu_hours(&curves, 1, cold, share).expect("the optimistic curves serve everything");
+            let top = curves.iter().flat_map(|c| c.points.last()).map(|p| p.0).max().unwrap_or(1) + 1;
+            // A true curve between the measured points: at a measured size exactly what was
+            // measured, between sizes something from the lower to the upper step (how far
+            // is `pessimism`), above the last point up to every feasible request.
+            let truth = |k: usize, n: i32| -> usize {
+                let c = &curves[k];
+                if c.points.is_empty() {
+                    return c.feasible;
+                }
+                let below = c.points.iter().filter(|p| p.0 <= n).map(|p| p.1).max().unwrap_or(0);
+                let above = c.points.iter().find(|p| p.0 >= n).map_or(c.feasible, |p| p.1);
+                if c.points.iter().any(|p| p.0 == n) {
+                    return below;
+                }
+                above - ((above - below) as f64 * pessimism).round() as usize
+            };
+            let optimum = brute_force(curves.len(), top, &truth, &lens, cold, need);
+            if let Some(real) = optimum {
+                proptest::prop_assert!(bound <= real + 1e-9, "bound {bound} above a real sequence's {real}");
+            }
+            // The plan on the measured points meets the target at no less than the bound.
             let measured: Vec<_> = curves.iter().map(|c| c.options(1, false)).collect();
-            let bound = lower_bound_gpu_hours(&curves, 1, cold, share);
-            // Over the optimistic options every feasible request can be served.
-            let exact = brute_force(&optimistic, &lens, cold, need).expect("the optimistic curves serve everything");
-            let bound = bound.expect("reachable");
-            proptest::prop_assert!(bound <= exact + 1e-9, "bound {bound} above the relaxation's optimum {exact}");
-            // The measured points are a subset of what the relaxation allows (each at a cost
-            // no lower), so their optimum is above the bound too.
-            if let Some(real) = brute_force(&measured, &lens, cold, need) {
-                proptest::prop_assert!(bound <= real + 1e-9);
-                let (_, plan) = oracle_solve(&measured, &lens, cold, need);
-                let plan = plan.expect("a plan exists when an allocation does");
-                let (hours, good, _) = {
-                    let mut h = 0.0;
-                    let mut g = 0.0;
-                    for (k, &i) in plan.iter().enumerate() {
-                        let (n, gg) = measured[k][i];
-                        h += f64::from(n) * lens[k] / 3600.0;
-                        if k > 0 {
-                            h += f64::from((n - measured[k - 1][plan[k - 1]].0).max(0)) * cold / 3600.0;
-                        }
-                        g += gg as f64;
+            if let (_, Some(plan)) = oracle_solve(&measured, &lens, cold, need) {
+                let (mut hours, mut good) = (0.0, 0.0);
+                for (k, &i) in plan.iter().enumerate() {
+                    let (n, _, g) = measured[k][i];
+                    hours += f64::from(n) * lens[k] / 3600.0;
+                    if k > 0 {
+                        hours += f64::from((n - measured[k - 1][plan[k - 1]].0).max(0)) * cold / 3600.0;
                     }
-                    (h, g, ())
-                };
-                proptest::prop_assert!(good >= need - 1e-9 && hours + 1e-9 >= real, "plan {hours} h serving {good}");
+                    good += g as f64;
+                }
+                proptest::prop_assert!(good >= need - 1e-9 && hours + 1e-9 >= bound, "plan {hours} h serving {good}");
             }
         }
+    }
+
+    /// The case that broke the first version: a constant fleet whose per-interval
+    /// credit comes from different measured points must not be charged cold starts.
+    #[test]
+    fn a_constant_fleet_pays_no_cold_start_in_the_relaxation() {
+        let curves = vec![
+            IntervalCurve { len_secs: 60.0, feasible: 10, points: vec![(2, 4), (5, 10)] },
+            IntervalCurve { len_secs: 60.0, feasible: 10, points: vec![(3, 2), (4, 10)] },
+        ];
+        // Five replicas all along serve everything: 10 replica-minutes, no scale-up.
+        let constant = 2.0 * 5.0 * 60.0 / 3600.0;
+        let bound = lower_bound_gpu_hours(&curves, 1, 3600.0, 1.0).expect("reachable");
+        assert!(bound <= constant + 1e-9, "{bound} > {constant}");
     }
 
     #[test]

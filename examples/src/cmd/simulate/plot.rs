@@ -169,7 +169,7 @@ where
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 14))
             .margin(6)
-            .x_label_area_size(24)
+            .x_label_area_size(36)
             .y_label_area_size(48)
             .right_y_label_area_size(56)
             .build_cartesian_2d(0.0..t_max, 0..replicas_max)
@@ -181,6 +181,7 @@ where
         chart
             .configure_mesh()
             .x_desc("minutes into the scored window")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("replicas")
             .y_labels(labels)
             .y_label_formatter(&|v| if v % step == 0 { format!("{v}") } else { String::new() })
@@ -252,13 +253,13 @@ pub(super) fn write_pareto(
     register()?;
     let svg = dir.join("pareto.svg");
     {
-        let root = SVGBackend::new(&svg, (1000, 700)).into_drawing_area();
+        let root = SVGBackend::new(&svg, (1040, 600)).into_drawing_area();
         pareto(&root, reports, robust, bound, target, title).with_context(|| format!("drawing {}", svg.display()))?;
         root.present().map_err(|e| anyhow!("{e}")).with_context(|| format!("writing {}", svg.display()))?;
     }
     let png = dir.join("pareto.png");
     {
-        let root = BitMapBackend::new(&png, (1000, 700)).into_drawing_area();
+        let root = BitMapBackend::new(&png, (1040, 600)).into_drawing_area();
         pareto(&root, reports, robust, bound, target, title).with_context(|| format!("drawing {}", png.display()))?;
         root.present().map_err(|e| anyhow!("{e}")).with_context(|| format!("writing {}", png.display()))?;
     }
@@ -278,7 +279,9 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let (plot_area, side) = root.split_horizontally(760);
+    let (header, rest) = root.split_vertically(34);
+    header.draw(&Text::new(title.to_owned(), (12, 8), ("sans-serif", 16))).map_err(err)?;
+    let (plots, side) = rest.split_horizontally(780);
     let color = |name: &str| {
         let i = reports.iter().position(|r| r.name == name).unwrap_or(PALETTE.len() - 1);
         PALETTE[i % PALETTE.len()]
@@ -289,57 +292,62 @@ where
         .chain(robust.iter().map(|r| (100.0 * r.slo_attainment, r.gpu_hours)))
         .chain(bound.map(|b| (100.0 * target, b)))
         .collect();
-    let x_min = points.iter().map(|p| p.0).fold(100.0, f64::min);
-    let x_lo = (x_min - 0.5).floor().clamp(0.0, 99.0);
     let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.08 + 0.1;
-    let mut chart = ChartBuilder::on(&plot_area)
-        .caption(title, ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x_lo..100.0, 0.0..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("requests within the TTFT objective, % (scored window)")
-        .y_desc("GPU-hours (scored window)")
-        .label_style(("sans-serif", 12))
-        .axis_desc_style(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
-    // The attainment target.
-    chart
-        .draw_series(LineSeries::new(
-            vec![(100.0 * target, 0.0), (100.0 * target, y_max)],
-            RGBColor(120, 120, 120).stroke_width(1),
-        ))
-        .map_err(err)?;
-    chart
-        .draw_series(
-            robust
-                .iter()
-                .map(|r| Circle::new((100.0 * r.slo_attainment, r.gpu_hours), 3, color(&r.policy).mix(0.6).filled())),
-        )
-        .map_err(err)?;
-    chart
-        .draw_series(
-            reports.iter().map(|r| Circle::new((100.0 * r.slo_attainment, r.gpu_hours), 7, color(&r.name).filled())),
-        )
-        .map_err(err)?;
-    chart
-        .draw_series(
-            reports
-                .iter()
-                .map(|r| Text::new(r.name.clone(), (100.0 * r.slo_attainment, r.gpu_hours), ("sans-serif", 12))),
-        )
-        .map_err(err)?;
-    if let Some(b) = bound {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(100.0 * target - 0.08, b - y_max * 0.01), (100.0 * target + 0.08, b + y_max * 0.01)],
-                BLACK.filled(),
-            )))
+    let x_min = points.iter().map(|p| p.0).fold(100.0, f64::min);
+    // Left: every point; right: the neighbourhood of the target, where the policies worth
+    // comparing are.
+    let zoom_lo = (100.0 * target - 2.0).max(0.0);
+    let full_lo = (x_min - 0.5).floor().clamp(0.0, zoom_lo);
+    let (left, right) = plots.split_horizontally(330);
+    for (area, lo, caption) in [(&left, full_lo, "all points"), (&right, zoom_lo, "around the target")] {
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 13))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            // A little room right of 100 % so points there are drawn whole.
+            .build_cartesian_2d(lo..100.0 + 0.03 * (100.0 - lo), 0.0..y_max)
             .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("within the TTFT objective, % (scored window)")
+            .y_desc("GPU-hours (scored window)")
+            .x_labels(if lo < zoom_lo { 5 } else { 9 })
+            .label_style(("sans-serif", 11))
+            .axis_desc_style(("sans-serif", 12))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(100.0 * target, 0.0), (100.0 * target, y_max)],
+                RGBColor(120, 120, 120).stroke_width(1),
+            ))
+            .map_err(err)?;
+        let inside = |x: f64| x >= lo;
+        chart
+            .draw_series(
+                robust.iter().filter(|r| inside(100.0 * r.slo_attainment)).map(|r| {
+                    Circle::new((100.0 * r.slo_attainment, r.gpu_hours), 3, color(&r.policy).mix(0.55).filled())
+                }),
+            )
+            .map_err(err)?;
+        chart
+            .draw_series(
+                reports
+                    .iter()
+                    .filter(|r| inside(100.0 * r.slo_attainment))
+                    .map(|r| Circle::new((100.0 * r.slo_attainment, r.gpu_hours), 6, color(&r.name).filled())),
+            )
+            .map_err(err)?;
+        if let Some(b) = bound {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(100.0 * target - 0.015 * (100.0 - lo), b - y_max * 0.008), (100.0 * target, b + y_max * 0.008)],
+                    BLACK.filled(),
+                )))
+                .map_err(err)?;
+        }
     }
     // The legend, outside the plot.
     let mut y = 40;
@@ -352,12 +360,15 @@ where
     y += 10;
     if !robust.is_empty() {
         side.draw(&Circle::new((18, y), 3, RGBColor(110, 110, 110).filled())).map_err(err)?;
-        side.draw(&Text::new("robustness points (small)".to_owned(), (32, y - 7), ("sans-serif", 13))).map_err(err)?;
+        side.draw(&Text::new("robustness points (small,".to_owned(), (32, y - 7), ("sans-serif", 13))).map_err(err)?;
+        y += 16;
+        side.draw(&Text::new("the policy's colour)".to_owned(), (32, y - 7), ("sans-serif", 13))).map_err(err)?;
         y += 22;
     }
     if bound.is_some() {
         side.draw(&Rectangle::new([(14, y - 5), (22, y + 5)], BLACK.filled())).map_err(err)?;
-        side.draw(&Text::new("oracle lower bound".to_owned(), (32, y - 7), ("sans-serif", 13))).map_err(err)?;
+        side.draw(&Text::new("oracle lower bound at the target".to_owned(), (32, y - 7), ("sans-serif", 13)))
+            .map_err(err)?;
         y += 22;
     }
     side.draw(&PathElement::new(vec![(10, y), (26, y)], RGBColor(120, 120, 120).stroke_width(1))).map_err(err)?;
