@@ -188,9 +188,19 @@ fn machine_readable_output_is_camel_case() {
 fn every_help_has_examples() {
     let top = text(&bin().arg("--help").output().unwrap().stdout);
     assert!(top.contains("Examples:") && top.contains("Conventions:"), "{top}");
-    for sub in
-        ["validate", "replay", "observe", "emulate-vllm", "simulate", "gpu-exporter", "crd", "run", "completions"]
-    {
+    for sub in [
+        "validate",
+        "import",
+        "replay",
+        "observe",
+        "emulate-vllm",
+        "simulate",
+        "calibrate",
+        "gpu-exporter",
+        "crd",
+        "run",
+        "completions",
+    ] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub}");
         let help = text(&out.stdout);
