@@ -34,8 +34,10 @@ pub const MAX_REASON_LINES: usize = 4;
 #[must_use]
 pub fn excerpt(text: &str, max_bytes: usize, max_lines: usize) -> Cow<'_, str> {
     let max_lines = max_lines.max(1);
-    // The end of the `max_lines`-th line, when there are more lines than that.
-    let line_end = memchr_nth_newline(text, max_lines);
+    // The end of the `max_lines`-th line, when there are more lines than that. Only the
+    // first `max_bytes` can be kept, so only they are searched: the cost is bounded by the
+    // excerpt, not by the text (a 10 MB line is not scanned).
+    let line_end = memchr_nth_newline(text, max_bytes, max_lines);
     let within_lines = line_end.is_none();
     if text.len() <= max_bytes && within_lines {
         return Cow::Borrowed(text);
@@ -63,10 +65,11 @@ fn marker(omitted: usize) -> String {
     format!("… [{omitted} more bytes]")
 }
 
-/// The byte index of the `n`-th `\n` (1-based), if the text has that many and more after it.
-fn memchr_nth_newline(text: &str, n: usize) -> Option<usize> {
+/// The byte index of the `n`-th `\n` (1-based) within the first `within` bytes, if the text
+/// has that many and more after it.
+fn memchr_nth_newline(text: &str, within: usize, n: usize) -> Option<usize> {
     let mut seen = 0;
-    for (i, b) in text.bytes().enumerate() {
+    for (i, b) in text.bytes().take(within).enumerate() {
         if b == b'\n' {
             seen += 1;
             if seen == n {
