@@ -171,3 +171,28 @@ fn bundled_demo_scenario_replays() {
     assert_eq!(lines[1]["desiredReplicas"], 4, "the burst doubles 2 replicas (legacy cap)");
     assert!(lines.iter().any(|l| l["limitedBy"] == "scaleDownStabilization"));
 }
+
+#[test]
+fn every_flag_the_deploy_manifests_pass_to_run_exists() {
+    let help = text(&run(&["run", "--help"]).stdout);
+    let mut flags = Vec::new();
+    for path in ["../deploy/helm/vllm-autoscaler/templates/controller.yaml", "../deploy/controller/deployment.yaml"] {
+        let manifest = std::fs::read_to_string(root().join(path)).unwrap();
+        for line in manifest.lines() {
+            let Some(arg) = line.trim().strip_prefix("- --") else { continue };
+            let flag = arg.split(['=', ' ']).next().unwrap();
+            assert!(help.contains(&format!("--{flag}")), "{path}: `--{flag}` is not a flag of `run`:\n{help}");
+            flags.push(flag.to_owned());
+        }
+    }
+    for expected in [
+        "prometheus-token-file",
+        "prometheus-basic-auth-file",
+        "prometheus-ca-file",
+        "prometheus-matcher",
+        "shutdown-timeout",
+        "http-max-connections",
+    ] {
+        assert!(flags.iter().any(|f| f == expected), "the chart does not pass --{expected}: {flags:?}");
+    }
+}

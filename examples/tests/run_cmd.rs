@@ -21,8 +21,16 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test]
-async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
+/// A cluster with one vLLM Deployment (its pod served by the emulator at queue 30) and
+/// the seed policy, and `run` started against it with leader election.
+struct Running {
+    server: FakeApiServer,
+    _emulator: Emulator,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+async fn start_run(extra: &[&str]) -> Running {
     let server = FakeApiServer::start().await.unwrap();
     let emulator = Emulator::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -61,7 +69,7 @@ async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"))
         .args([
             "run",
             "--sync-period",
@@ -76,10 +84,37 @@ async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
         .arg(&kubeconfig)
         .env("VLLM_AUTOSCALER_LEASE_NAMESPACE", "default")
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+
+    Running { server, _emulator: emulator, _dir: dir, child }
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to `limit` for the child to exit; its exit status and logs.
+async fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut logs = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+            return Some((status, logs));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
+    let Running { server, _emulator, _dir, mut child } = start_run(&[]).await;
 
     // 30 waiting against 10 on one replica: 3 replicas, written through /scale only.
     wait_for("the scale patch", || !server.requests_to("PATCH", "/deployments/llama-70b/scale").is_empty()).await;
@@ -90,22 +125,11 @@ async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
 
     // SIGTERM: the process stops on its own, releasing the lease.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Some(s) = child.try_wait().unwrap() {
-            exited = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let Some(exit) = exited else {
+    sigterm(&child);
+    let Some((exit, logs)) = exit_within(&mut child, Duration::from_secs(5)).await else {
         let _ = child.kill();
         panic!("vllm-autoscaler run did not stop within 5 s of SIGTERM");
     };
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
     assert!(exit.success(), "exit {exit:?}\n{logs}");
     assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
     let lease = server.get("coordination.k8s.io/v1", "Lease", "default", "vllm-autoscaler").unwrap();
@@ -140,5 +164,36 @@ fn logs_on_a_pipe_are_plain_or_json_and_say_an_error_once() {
             assert_eq!(v["level"], "ERROR", "{v}");
             assert!(v["fields"]["error"].as_str().unwrap().contains("reading kubeconfig"), "{v}");
         }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_exits_within_the_shutdown_timeout_while_the_api_server_hangs_or_is_gone() {
+    for stopped in [false, true] {
+        let Running { server, _emulator, _dir, mut child } = start_run(&["--shutdown-timeout", "2s"]).await;
+        wait_for("the lease", || server.get("coordination.k8s.io/v1", "Lease", "default", "vllm-autoscaler").is_some())
+            .await;
+        let hanging = if stopped {
+            drop(server);
+            None
+        } else {
+            // Every request from now on hangs for an hour: evaluations, lease renewals and
+            // the release all wait on it.
+            server.inject(vllm_scaling_kube::fake_api::Fault::delay(Duration::from_secs(3600)).times(usize::MAX));
+            Some(server)
+        };
+        // Let requests get stuck (a 1 s sync period, 2 s lease renewals).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let killed = std::time::Instant::now();
+        sigterm(&child);
+        let Some((exit, logs)) = exit_within(&mut child, Duration::from_secs(6)).await else {
+            let _ = child.kill();
+            panic!("stopped={stopped}: vllm-autoscaler run did not exit within 6 s of SIGTERM (shutdown timeout 2 s)");
+        };
+        let took = killed.elapsed();
+        assert!(exit.success(), "stopped={stopped}: exit {exit:?}\n{logs}");
+        assert!(took < Duration::from_millis(4000), "stopped={stopped}: took {took:?}\n{logs}");
+        assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
+        drop(hanging);
     }
 }

@@ -458,7 +458,7 @@ impl Engine {
         up: &ResolvedDirection,
         down: &ResolvedDirection,
     ) -> i32 {
-        let up_cutoff = Cutoff::new(now, up.stabilization_window);
+        let up_cutoff = Cutoff::new(now, up.stabilization_window_or(Duration::ZERO));
         let down_cutoff = Cutoff::new(now, self.down_window(down));
         let (mut up_rec, mut down_rec) = (desired, desired);
         let mut old = None;
@@ -477,8 +477,9 @@ impl Engine {
         current.max(up_rec).min(down_rec)
     }
 
+    /// The scale-down window: the policy's, else the controller's setting.
     fn down_window(&self, down: &ResolvedDirection) -> Duration {
-        down.stabilization_window
+        down.stabilization_window_or(self.config.downscale_stabilization)
     }
 
     fn store_recommendation(&mut self, reuse: Option<usize>, now: Timestamp, replicas: i32) {

@@ -55,6 +55,7 @@ mod metric;
 mod observation;
 mod policy;
 mod ports;
+mod redact;
 mod scenario;
 mod schedule;
 pub mod sim;
@@ -74,16 +75,18 @@ pub use policy::{
     API_VERSION, Behavior, DEFAULT_DOWNSCALE_STABILIZATION, DEFAULT_QUANTILE, DEFAULT_TOLERANCE, DEFAULT_WINDOW_SECS,
     DirectionalTolerance, HpaScalingPolicy, HpaScalingRules, KIND, MAX_PERIOD_SECS, MAX_QUERY_LEN, MAX_RATE_POLICIES,
     MAX_SCALING_RULES, MAX_SCHEDULES, MAX_STABILIZATION_WINDOW_SECS, MAX_TARGET_FIELD_LEN, MAX_WINDOW_LEN,
-    MetricSource, Mode, ObjectMeta, PolicyError, PolicyErrors, PolicySpec, PolicyType, ResolvedBehavior,
+    MetricSource, Mode, ObjectMeta, PolicyError, PolicyErrors, PolicySpec, PolicyType, Quantity, ResolvedBehavior,
     ResolvedDirection, ResolvedPolicy, ResolvedRule, ScaleTargetRef, ScalingRule, SelectPolicy, ToleranceSpec,
-    VllmScalingPolicy, parse_policies, parse_policy, parse_prom_duration, policy_from_value, to_milli,
+    VllmScalingPolicy, parse_policies, parse_policy, parse_prom_duration, parse_quantity, policy_from_value, to_milli,
 };
 pub use ports::{
     AdjustReplicas, GetScalingMetrics, GetScalingPolicy, InMemoryError, InMemoryMetrics, InMemoryPolicies,
     InMemoryReplicas, MetricsRequest, PodInfo, ReconcileError, TargetId, error_chain, reconcile,
 };
+pub use redact::{REDACTED, redact_credentials};
 pub use scenario::{
-    ReplayLine, ReplayRule, Scenario, ScenarioController, ScenarioError, ScenarioPod, ScenarioStep, StepExpectation,
+    MAX_SYNTHETIC_PODS, ReplayLine, ReplayRule, Replayer, Scenario, ScenarioController, ScenarioError, ScenarioPod,
+    ScenarioStep, StepExpectation,
 };
 pub use schedule::{Bounds, MAX_SCHEDULE_NAME_LEN, ResolvedSchedule, ScheduleSpec, ScheduleZone, Weekday};
 pub use time::{Clock, FakeClock, Timestamp};

@@ -168,27 +168,126 @@ pub enum MetricSource {
 }
 
 /// The tolerance: one number for both directions, or one per direction.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum ToleranceSpec {
     /// The same dead band both ways.
-    Both(f64),
+    Both(Quantity),
     /// A dead band per direction.
     PerDirection(DirectionalTolerance),
 }
 
 /// Per-direction tolerance.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DirectionalTolerance {
     /// Ratio above 1 that still counts as "at target" (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_up: Option<f64>,
+    pub scale_up: Option<Quantity>,
     /// Ratio below 1 that still counts as "at target" (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_down: Option<f64>,
+    pub scale_down: Option<Quantity>,
+}
+
+/// A dimensionless Kubernetes `resource.Quantity`, as tolerances are written: a number
+/// (`0.05`) or a string (`"50m"`, `"0.05"`, `"5e-2"`), the forms `kubectl get hpa -o yaml`
+/// prints. The text is kept as given and parsed by validation, so a malformed quantity is
+/// a validation error naming its field, not a decoding failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum Quantity {
+    /// A JSON/YAML number.
+    Number(f64),
+    /// A quantity string (`50m`, `0.05`, `5e-2`, `1`).
+    Text(String),
+}
+
+impl From<f64> for Quantity {
+    fn from(v: f64) -> Self {
+        Self::Number(v)
+    }
+}
+
+impl Quantity {
+    /// The value.
+    ///
+    /// # Errors
+    /// A sentence saying why the text is not a Kubernetes quantity.
+    pub fn value(&self) -> Result<f64, String> {
+        match self {
+            Self::Number(v) => Ok(*v),
+            Self::Text(t) => parse_quantity(t),
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity (`resource.Quantity`'s grammar): an optionally signed
+/// decimal number (`1`, `0.05`, `.5`, `5.`) followed by an optional suffix, either a
+/// decimal SI one (`n`, `u`, `m`, `k`, `M`, `G`, `T`, `P`, `E`), a binary SI one (`Ki`,
+/// `Mi`, `Gi`, `Ti`, `Pi`, `Ei`) or a decimal exponent (`e-2`, `E3`).
+///
+/// # Errors
+/// A sentence saying why the text is not a quantity.
+pub fn parse_quantity(text: &str) -> Result<f64, String> {
+    let bad = |why: &str| {
+        format!("`{text}` is not a Kubernetes quantity ({why}): write a number such as 0.05, \"50m\" or \"5e-2\"")
+    };
+    let bytes = text.as_bytes();
+    let mut i = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
+    let int_start = i;
+    while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    let mut digits = i - int_start;
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        let frac_start = i;
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        digits += i - frac_start;
+    }
+    if digits == 0 {
+        return Err(bad("no digits"));
+    }
+    let number: f64 = text[..i].parse().map_err(|_| bad("not a decimal number"))?;
+    let suffix = &text[i..];
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ if suffix.starts_with(['e', 'E']) => {
+            let exp = &suffix[1..];
+            let unsigned = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(&format!("`{suffix}` is not a decimal exponent")));
+            }
+            let exp: i32 = exp.parse().map_err(|_| bad("the exponent is out of range"))?;
+            10f64.powi(exp)
+        }
+        _ => return Err(bad(&format!("unknown suffix `{suffix}`"))),
+    };
+    let value = number * scale;
+    if !value.is_finite() {
+        return Err(bad("out of range"));
+    }
+    Ok(value)
 }
 
 /// Whether the policy acts on its target.
@@ -231,9 +330,10 @@ pub struct HpaScalingRules {
     /// Rate limits; a given list replaces the default list whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<Vec<HpaScalingPolicy>>,
-    /// Tolerance for this direction (KEP-4951); overrides `spec.tolerance`.
+    /// Tolerance for this direction (KEP-4951); overrides `spec.tolerance`. A Kubernetes
+    /// quantity: a number or a string such as `"50m"` or `"0.05"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerance: Option<f64>,
+    pub tolerance: Option<Quantity>,
 }
 
 /// Kubernetes `ScalingPolicySelect`.
@@ -489,8 +589,10 @@ pub struct ResolvedBehavior {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ResolvedDirection {
-    /// The stabilization window.
-    pub stabilization_window: Duration,
+    /// The stabilization window; `None` when the policy leaves it unset and the engine
+    /// fills it from its configuration ([`crate::EngineConfig::downscale_stabilization`]
+    /// for scale-down; scale-up's default, 0, is filled at parse time as the API does).
+    pub stabilization_window: Option<Duration>,
     /// How policies are combined.
     pub select_policy: SelectPolicy,
     /// The rate policies.
@@ -498,6 +600,13 @@ pub struct ResolvedDirection {
 }
 
 impl ResolvedDirection {
+    /// The stabilization window, with `unset` standing in for a window the policy leaves
+    /// unset (the controller's downscale-stabilization setting, for scale-down).
+    #[must_use]
+    pub fn stabilization_window_or(&self, unset: Duration) -> Duration {
+        self.stabilization_window.unwrap_or(unset)
+    }
+
     /// The longest `periodSeconds` among the policies (0 when there are none).
     #[must_use]
     pub fn longest_period(&self) -> Duration {
@@ -508,6 +617,18 @@ impl ResolvedDirection {
 
 /// The HPA's default scale-down stabilization (the controller flag, 300 s).
 pub const DEFAULT_DOWNSCALE_STABILIZATION: Duration = Duration::from_secs(300);
+
+impl ResolvedPolicy {
+    /// The scale-down stabilization window this policy runs with under a controller whose
+    /// downscale-stabilization setting is `controller_default`: the policy's own
+    /// `behavior.scaleDown.stabilizationWindowSeconds` when set, else `controller_default`
+    /// (with or without `behavior`, as the HPA controller's
+    /// `maybeInitScaleDownStabilizationWindow` does).
+    #[must_use]
+    pub fn scale_down_stabilization(&self, controller_default: Duration) -> Duration {
+        self.behavior.as_ref().map_or(controller_default, |b| b.scale_down.stabilization_window_or(controller_default))
+    }
+}
 
 impl VllmScalingPolicy {
     /// Validates the object (apiVersion, kind and the spec).
@@ -573,17 +694,21 @@ impl PolicySpec {
             err("minReplicas", format!("must not exceed maxReplicas ({min_replicas} > {})", self.max_replicas));
         }
 
-        let (mut tolerance_down, mut tolerance_up) = match self.tolerance {
+        let (mut tolerance_down, mut tolerance_up) = match &self.tolerance {
             None => (DEFAULT_TOLERANCE, DEFAULT_TOLERANCE),
             Some(ToleranceSpec::Both(t)) => {
-                check_tolerance(&mut err, "tolerance", t);
+                let t = check_tolerance(&mut err, "tolerance", t);
                 (t, t)
             }
             Some(ToleranceSpec::PerDirection(d)) => {
-                let up = d.scale_up.unwrap_or(DEFAULT_TOLERANCE);
-                let down = d.scale_down.unwrap_or(DEFAULT_TOLERANCE);
-                check_tolerance(&mut err, "tolerance.scaleUp", up);
-                check_tolerance(&mut err, "tolerance.scaleDown", down);
+                let up = d
+                    .scale_up
+                    .as_ref()
+                    .map_or(DEFAULT_TOLERANCE, |t| check_tolerance(&mut err, "tolerance.scaleUp", t));
+                let down = d
+                    .scale_down
+                    .as_ref()
+                    .map_or(DEFAULT_TOLERANCE, |t| check_tolerance(&mut err, "tolerance.scaleDown", t));
                 (down, up)
             }
         };
@@ -703,12 +828,14 @@ impl PolicySpec {
         let advanced = advanced::resolve(self, &rules, min_replicas, &mut err);
 
         let behavior = self.behavior.as_ref().map(|b| {
-            let up = resolve_direction(&mut err, "behavior.scaleUp", b.scale_up.as_ref(), Direction::Up);
-            let down = resolve_direction(&mut err, "behavior.scaleDown", b.scale_down.as_ref(), Direction::Down);
-            if let Some(t) = b.scale_up.as_ref().and_then(|r| r.tolerance) {
+            let (up, up_tolerance) =
+                resolve_direction(&mut err, "behavior.scaleUp", b.scale_up.as_ref(), Direction::Up);
+            let (down, down_tolerance) =
+                resolve_direction(&mut err, "behavior.scaleDown", b.scale_down.as_ref(), Direction::Down);
+            if let Some(t) = up_tolerance {
                 tolerance_up = t;
             }
-            if let Some(t) = b.scale_down.as_ref().and_then(|r| r.tolerance) {
+            if let Some(t) = down_tolerance {
                 tolerance_down = t;
             }
             ResolvedBehavior { scale_up: up, scale_down: down }
@@ -737,9 +864,19 @@ enum Direction {
     Down,
 }
 
-fn check_tolerance(err: &mut impl FnMut(&str, String), path: &str, t: f64) {
-    if !(t.is_finite() && (0.0..1.0).contains(&t)) {
-        err(path, format!("must be in [0, 1), got {t}"));
+/// The tolerance's value, reporting a malformed quantity or one outside [0, 1) (then the
+/// default stands in; the policy is rejected anyway).
+fn check_tolerance(err: &mut impl FnMut(&str, String), path: &str, t: &Quantity) -> f64 {
+    match t.value() {
+        Ok(v) if v.is_finite() && (0.0..1.0).contains(&v) => v,
+        Ok(v) => {
+            err(path, format!("must be in [0, 1), got {v}"));
+            DEFAULT_TOLERANCE
+        }
+        Err(why) => {
+            err(path, why);
+            DEFAULT_TOLERANCE
+        }
     }
 }
 
@@ -748,12 +885,14 @@ fn resolve_direction(
     path: &str,
     rules: Option<&HpaScalingRules>,
     direction: Direction,
-) -> ResolvedDirection {
-    // Defaults from Kubernetes `pkg/apis/autoscaling/v2/defaults.go`; an unset scale-down
-    // window is filled by the controller with its downscale-stabilization flag (300 s).
+) -> (ResolvedDirection, Option<f64>) {
+    // Defaults from Kubernetes `pkg/apis/autoscaling/v2/defaults.go`: scale-up's window
+    // defaults to 0 in the API; an unset scale-down window stays unset there and the HPA
+    // controller fills it from its downscale-stabilization flag
+    // (`maybeInitScaleDownStabilizationWindow`), so the engine resolves it from its config.
     let default_window = match direction {
-        Direction::Up => 0,
-        Direction::Down => DEFAULT_DOWNSCALE_STABILIZATION.as_secs() as i32,
+        Direction::Up => Some(0),
+        Direction::Down => None,
     };
     let default_policies = match direction {
         Direction::Up => vec![
@@ -762,8 +901,10 @@ fn resolve_direction(
         ],
         Direction::Down => vec![HpaScalingPolicy { policy_type: PolicyType::Percent, value: 100, period_seconds: 15 }],
     };
-    let window = rules.and_then(|r| r.stabilization_window_seconds).unwrap_or(default_window);
-    if !(0..=MAX_STABILIZATION_WINDOW_SECS).contains(&window) {
+    let window = rules.and_then(|r| r.stabilization_window_seconds).or(default_window);
+    if let Some(window) = window
+        && !(0..=MAX_STABILIZATION_WINDOW_SECS).contains(&window)
+    {
         err(
             &format!("{path}.stabilizationWindowSeconds"),
             format!("must be between 0 and {MAX_STABILIZATION_WINDOW_SECS}, got {window}"),
@@ -795,16 +936,15 @@ fn resolve_direction(
             list
         }
     };
-    if let Some(t) = rules.and_then(|r| r.tolerance) {
-        check_tolerance(err, &format!("{path}.tolerance"), t);
-    }
-    ResolvedDirection {
-        stabilization_window: Duration::from_secs(
-            u64::try_from(window.clamp(0, MAX_STABILIZATION_WINDOW_SECS)).unwrap_or(0),
-        ),
+    let tolerance =
+        rules.and_then(|r| r.tolerance.as_ref()).map(|t| check_tolerance(err, &format!("{path}.tolerance"), t));
+    let resolved = ResolvedDirection {
+        stabilization_window: window
+            .map(|w| Duration::from_secs(u64::try_from(w.clamp(0, MAX_STABILIZATION_WINDOW_SECS)).unwrap_or(0))),
         select_policy: rules.and_then(|r| r.select_policy).unwrap_or(SelectPolicy::Max),
         policies,
-    }
+    };
+    (resolved, tolerance)
 }
 
 /// Converts a value to the HPA's milli-units the way `resource.Quantity` rounds: up to the
@@ -1024,12 +1164,89 @@ spec:
     }
 
     #[test]
+    fn tolerances_are_kubernetes_quantities() {
+        // As `kubectl get hpa -o yaml` writes them: strings with a suffix or an exponent,
+        // and plain numbers.
+        for (text, want) in [
+            ("behavior: {scaleUp: {tolerance: \"50m\"}}", 0.05),
+            ("behavior: {scaleUp: {tolerance: \"0.05\"}}", 0.05),
+            ("behavior: {scaleUp: {tolerance: \"5e-2\"}}", 0.05),
+            ("behavior: {scaleUp: {tolerance: 50m}}", 0.05),
+            ("behavior: {scaleUp: {tolerance: 0.05}}", 0.05),
+            ("behavior: {scaleUp: {tolerance: 0}}", 0.0),
+            ("behavior: {scaleUp: {tolerance: \"0\"}}", 0.0),
+            ("tolerance: {scaleUp: \"50m\"}", 0.05),
+            ("tolerance: \"50m\"", 0.05),
+        ] {
+            let (_, r) = parse_policy(&spec_with(&format!("{text}\n"))).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!((r.tolerance_up - want).abs() < 1e-12, "{text}: {}", r.tolerance_up);
+        }
+        let (_, r) = parse_policy(&spec_with("behavior: {scaleDown: {tolerance: \"10m\"}}\n")).unwrap();
+        assert!((r.tolerance_down - 0.01).abs() < 1e-12 && r.tolerance_up == DEFAULT_TOLERANCE);
+        // Malformed quantities are validation errors naming the field (the object still
+        // decodes, so only this policy is rejected).
+        for (text, path, why) in [
+            (
+                "behavior: {scaleUp: {tolerance: abc}}",
+                "spec.behavior.scaleUp.tolerance",
+                "`abc` is not a Kubernetes quantity",
+            ),
+            ("behavior: {scaleDown: {tolerance: \"5x\"}}", "spec.behavior.scaleDown.tolerance", "unknown suffix `x`"),
+            (
+                "behavior: {scaleDown: {tolerance: \"1e\"}}",
+                "spec.behavior.scaleDown.tolerance",
+                "not a decimal exponent",
+            ),
+            ("tolerance: \"\"", "spec.tolerance", "no digits"),
+            ("tolerance: {scaleDown: \"2\"}", "spec.tolerance.scaleDown", "must be in [0, 1), got 2"),
+            (
+                "behavior: {scaleUp: {tolerance: \"-10m\"}}",
+                "spec.behavior.scaleUp.tolerance",
+                "must be in [0, 1), got -0.01",
+            ),
+        ] {
+            let e = errors_of(&spec_with(&format!("{text}\n")));
+            assert_eq!(e[0].path, path, "{text}");
+            assert!(e[0].reason.contains(why), "{text}: {}", e[0].reason);
+        }
+    }
+
+    #[test]
+    fn quantity_grammar() {
+        for (text, want) in [
+            ("1", 1.0),
+            ("+1.5", 1.5),
+            ("-2", -2.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("100m", 0.1),
+            ("250u", 0.00025),
+            ("3n", 3e-9),
+            ("2k", 2000.0),
+            ("1Ki", 1024.0),
+            ("1Mi", 1048576.0),
+            ("1E", 1e18),
+            ("5e-2", 0.05),
+            ("5E+1", 50.0),
+            ("1.5e3", 1500.0),
+        ] {
+            let got = parse_quantity(text).unwrap_or_else(|e| panic!("{e}"));
+            assert!((got - want).abs() <= want.abs() * 1e-12, "{text}: {got}");
+        }
+        for bad in
+            ["", "m", ".", "+", "1.2.3", "1 m", "1mm", "1e", "1e+", "1e1.5", "0x10", "1ki", "NaN", "inf", "1e999"]
+        {
+            assert!(parse_quantity(bad).is_err(), "`{bad}` parsed");
+        }
+    }
+
+    #[test]
     fn behavior_defaults_match_kubernetes() {
         let (_, r) = parse_policy(&spec_with("behavior: {}\n")).unwrap();
         let b = r.behavior.unwrap();
-        assert_eq!(b.scale_up.stabilization_window, Duration::ZERO);
+        assert_eq!(b.scale_up.stabilization_window, Some(Duration::ZERO));
         assert_eq!(b.scale_up.policies.len(), 2);
-        assert_eq!(b.scale_down.stabilization_window, Duration::from_secs(300));
+        assert_eq!(b.scale_down.stabilization_window, None, "unset until the engine resolves it");
         assert_eq!(b.scale_down.policies[0].value, 100);
         assert_eq!(b.scale_down.longest_period(), Duration::from_secs(15));
     }

@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::fmt;
+use std::ops::ControlFlow;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Decision, LimitedBy, RuleStatus};
@@ -259,6 +263,10 @@ impl ReplayLine {
     }
 }
 
+/// The most synthetic pods a step without `pods` stands in for its replicas with: a step
+/// with more replicas must list its pods.
+pub const MAX_SYNTHETIC_PODS: i32 = 10_000;
+
 impl Scenario {
     /// Parses and checks a scenario from YAML or JSON.
     ///
@@ -267,17 +275,8 @@ impl Scenario {
     /// policy problem, or an inconsistent step.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ScenarioError::Malformed {
-                path: if path == "." { "(document)".into() } else { path },
-                reason: e.inner().to_string(),
-            }
-        })?;
-        let (policy, resolved) = policy_from_value(raw.policy).map_err(|PolicyErrors(errors)| {
-            // Paths of a bare spec start with `spec.`; keep them under `policy`.
-            ScenarioError::Policy(PolicyErrors(errors))
-        })?;
+        let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(malformed)?;
+        let (policy, resolved) = policy_from_value(raw.policy).map_err(ScenarioError::Policy)?;
         let scenario = Self { policy, resolved, controller: raw.controller, steps: raw.steps };
         scenario.check()?;
         Ok(scenario)
@@ -285,69 +284,11 @@ impl Scenario {
 
     fn check(&self) -> Result<(), ScenarioError> {
         if self.steps.is_empty() {
-            return Err(ScenarioError::Malformed {
-                path: "steps".into(),
-                reason: "no steps: give at least one".into(),
-            });
+            return Err(no_steps());
         }
-        let rule_keys: Vec<&str> = self.resolved.rules.iter().map(|r| r.key.as_str()).collect();
-        let known = |k: &str| rule_keys.contains(&k) || k.parse::<Metric>().is_ok();
-        let step_err = |step: usize, field: String, reason: String| ScenarioError::Step { step, field, reason };
-        let mut last_at = f64::NEG_INFINITY;
+        let mut checker = StepChecker::new(&self.resolved);
         for (i, s) in self.steps.iter().enumerate() {
-            if !s.at.is_finite() || s.at < 0.0 {
-                return Err(step_err(
-                    i,
-                    ".at".into(),
-                    format!("must be a finite number of seconds >= 0, got {}", s.at),
-                ));
-            }
-            if s.at < last_at {
-                return Err(step_err(
-                    i,
-                    ".at".into(),
-                    format!("{} is earlier than the previous step's {last_at}", s.at),
-                ));
-            }
-            last_at = s.at;
-            if i == 0 && s.current_replicas.is_none() {
-                return Err(step_err(i, ".currentReplicas".into(), "required on the first step".into()));
-            }
-            for (field, v) in [("currentReplicas", s.current_replicas), ("statusReplicas", s.status_replicas)] {
-                if let Some(v) = v
-                    && v < 0
-                {
-                    return Err(step_err(i, format!(".{field}"), format!("must be >= 0, got {v}")));
-                }
-            }
-            let unknown = |k: &str| {
-                format!("`{k}` is neither a rule of the policy ({}) nor a catalog metric", rule_keys.join(", "))
-            };
-            for k in s.metrics.keys() {
-                if !known(k) {
-                    return Err(step_err(i, format!(".metrics.{k}"), unknown(k)));
-                }
-            }
-            for k in s.failures.keys() {
-                if !known(k) {
-                    return Err(step_err(i, format!(".failures.{k}"), unknown(k)));
-                }
-            }
-            for (j, k) in s.idle.iter().enumerate() {
-                if !known(k) {
-                    return Err(step_err(i, format!(".idle[{j}]"), unknown(k)));
-                }
-            }
-            let mut names = std::collections::BTreeSet::new();
-            for (j, p) in s.pods.iter().flatten().enumerate() {
-                let name = p.name.clone().unwrap_or_else(|| format!("pod-{j}"));
-                if !names.insert(name.clone()) {
-                    return Err(step_err(i, format!(".pods[{j}].name"), format!("duplicate pod name `{name}`")));
-                }
-                if let Some(k) = p.metrics.keys().find(|k| !known(k)) {
-                    return Err(step_err(i, format!(".pods[{j}].metrics.{k}"), unknown(k)));
-                }
-            }
+            checker.check(i, s)?;
         }
         Ok(())
     }
@@ -355,48 +296,238 @@ impl Scenario {
     /// The engine settings the scenario asks for.
     #[must_use]
     pub fn engine_config(&self) -> EngineConfig {
-        let mut config = EngineConfig::default();
-        if let Some(s) = self.controller.downscale_stabilization_seconds {
-            config = config.with_downscale_stabilization(Duration::from_secs(s));
-        }
-        if let Some(s) = self.controller.sync_period_seconds {
-            config = config.with_sync_period(Duration::from_secs(s));
-        }
-        config
+        self.controller.engine_config()
     }
 
     /// Replays every step through a fresh engine: one decision per step. A step whose
     /// decision is applied (desired differs from current, not in observe mode) counts as
     /// a scale event for the rate policies of later steps.
-    #[must_use]
-    pub fn replay(&self) -> Vec<(Decision, ReplayLine)> {
-        let mut engine = Engine::with_config(self.resolved.clone(), self.engine_config());
-        let mut previous_desired = 0;
-        let mut out = Vec::with_capacity(self.steps.len());
-        for step in &self.steps {
-            let now = Timestamp::from_secs_f64(step.at).unwrap_or(Timestamp::ZERO);
-            let current = step.current_replicas.unwrap_or(previous_desired);
-            let scale = CurrentScale { replicas: current, status_replicas: step.status_replicas };
-            let metrics = step.metrics(current);
-            let decision = engine.evaluate(now, scale, &metrics);
-            if decision.actuate {
-                engine.record_scale(now, decision.current_replicas, decision.desired_replicas);
-            }
-            previous_desired = decision.desired_replicas;
-            let mut line = ReplayLine::new(step.at, &decision);
-            if let Some(expect) = &step.expect {
-                line.unmet_expectations = expect.mismatches(&decision);
-            }
-            out.push((decision, line));
+    ///
+    /// # Errors
+    /// A step that cannot be evaluated: one without `pods` whose replicas, carried from
+    /// the previous step's decision, exceed [`MAX_SYNTHETIC_PODS`].
+    pub fn replay(&self) -> Result<Vec<(Decision, ReplayLine)>, ScenarioError> {
+        let mut replayer = Replayer::new(self.resolved.clone(), self.engine_config());
+        self.steps.iter().map(|step| replayer.step(step)).collect()
+    }
+
+    /// Checks and replays a scenario's text step by step, calling `on_line` with each
+    /// step's index, decision and output line as soon as it is evaluated, without holding
+    /// the steps or the decisions: memory stays bounded by one step, whatever the number
+    /// of steps (JSON text is read as it goes; YAML text keeps its parsed events). The text
+    /// is read three times: the policy and controller settings, then every step is checked
+    /// (so a malformed scenario calls `on_line` for no step), then replayed. `on_line`
+    /// returns [`ControlFlow::Break`] to stop early. Returns the number of steps replayed.
+    ///
+    /// # Errors
+    /// As [`Scenario::parse`], and as [`Scenario::replay`] for a step that cannot be
+    /// evaluated (then `on_line` has seen the steps before it).
+    pub fn stream(
+        text: &str,
+        mut on_line: impl FnMut(usize, &Decision, ReplayLine) -> ControlFlow<()>,
+    ) -> Result<usize, ScenarioError> {
+        let json = looks_like_json(text);
+        let header: RawHeader = run_pass(text, json, std::marker::PhantomData)?;
+        let (_, resolved) = policy_from_value(header.policy).map_err(ScenarioError::Policy)?;
+        if header.steps.0 == 0 {
+            return Err(no_steps());
         }
-        out
+        let mut checker = StepChecker::new(&resolved);
+        run_pass(
+            text,
+            json,
+            StepsOnly { on_step: &mut |i, step: ScenarioStep| checker.check(i, &step).map(|()| true) },
+        )?;
+        let mut replayer = Replayer::new(resolved, header.controller.engine_config());
+        let mut replayed = 0usize;
+        run_pass(
+            text,
+            json,
+            StepsOnly {
+                on_step: &mut |i, step: ScenarioStep| {
+                    let (decision, line) = replayer.step(&step)?;
+                    replayed += 1;
+                    Ok(on_line(i, &decision, line).is_continue())
+                },
+            },
+        )?;
+        Ok(replayed)
+    }
+}
+
+impl ScenarioController {
+    /// The engine settings these controller settings ask for.
+    #[must_use]
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut config = EngineConfig::default();
+        if let Some(s) = self.downscale_stabilization_seconds {
+            config = config.with_downscale_stabilization(Duration::from_secs(s));
+        }
+        if let Some(s) = self.sync_period_seconds {
+            config = config.with_sync_period(Duration::from_secs(s));
+        }
+        config
+    }
+}
+
+fn no_steps() -> ScenarioError {
+    ScenarioError::Malformed { path: "steps".into(), reason: "no steps: give at least one".into() }
+}
+
+fn malformed<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ScenarioError {
+    let path = e.path().to_string();
+    ScenarioError::Malformed {
+        path: if path == "." { "(document)".into() } else { path },
+        reason: e.inner().to_string(),
+    }
+}
+
+/// Checks steps one at a time against the policy and the step before.
+struct StepChecker {
+    rule_keys: Vec<String>,
+    last_at: f64,
+}
+
+impl StepChecker {
+    fn new(resolved: &ResolvedPolicy) -> Self {
+        Self { rule_keys: resolved.rules.iter().map(|r| r.key.clone()).collect(), last_at: f64::NEG_INFINITY }
+    }
+
+    fn check(&mut self, i: usize, s: &ScenarioStep) -> Result<(), ScenarioError> {
+        let step_err = |field: &str, reason: String| ScenarioError::Step { step: i, field: field.into(), reason };
+        if !s.at.is_finite() || s.at < 0.0 {
+            return Err(step_err(".at", format!("must be a finite number of seconds >= 0, got {}", s.at)));
+        }
+        if Timestamp::from_secs_f64(s.at).is_none() {
+            // Timestamps are u64 milliseconds: beyond ~1.8e16 s a time has no value.
+            return Err(step_err(
+                ".at",
+                format!(
+                    "{} s is too far in the future to represent (times are whole milliseconds below 2^64: at most {} s)",
+                    s.at,
+                    u64::MAX / 1000 - 1
+                ),
+            ));
+        }
+        if s.at < self.last_at {
+            return Err(step_err(".at", format!("{} is earlier than the previous step's {}", s.at, self.last_at)));
+        }
+        self.last_at = s.at;
+        if i == 0 && s.current_replicas.is_none() {
+            return Err(step_err(".currentReplicas", "required on the first step".into()));
+        }
+        for (field, v) in [("currentReplicas", s.current_replicas), ("statusReplicas", s.status_replicas)] {
+            if let Some(v) = v
+                && v < 0
+            {
+                return Err(step_err(&format!(".{field}"), format!("must be >= 0, got {v}")));
+            }
+        }
+        if let (None, Some(n)) = (&s.pods, s.current_replicas)
+            && n > MAX_SYNTHETIC_PODS
+        {
+            return Err(step_err(".currentReplicas", too_many_synthetic_pods(n)));
+        }
+        let rule_keys = &self.rule_keys;
+        let known = |k: &str| rule_keys.iter().any(|r| r == k) || k.parse::<Metric>().is_ok();
+        let unknown =
+            |k: &str| format!("`{k}` is neither a rule of the policy ({}) nor a catalog metric", rule_keys.join(", "));
+        for k in s.metrics.keys() {
+            if !known(k) {
+                return Err(step_err(&format!(".metrics.{k}"), unknown(k)));
+            }
+        }
+        for k in s.failures.keys() {
+            if !known(k) {
+                return Err(step_err(&format!(".failures.{k}"), unknown(k)));
+            }
+        }
+        for (j, k) in s.idle.iter().enumerate() {
+            if !known(k) {
+                return Err(step_err(&format!(".idle[{j}]"), unknown(k)));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (j, p) in s.pods.iter().flatten().enumerate() {
+            let name = p.name.clone().unwrap_or_else(|| format!("pod-{j}"));
+            if !names.insert(name.clone()) {
+                return Err(step_err(&format!(".pods[{j}].name"), format!("duplicate pod name `{name}`")));
+            }
+            if let Some(k) = p.metrics.keys().find(|k| !known(k)) {
+                return Err(step_err(&format!(".pods[{j}].metrics.{k}"), unknown(k)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_many_synthetic_pods(replicas: i32) -> String {
+    format!(
+        "{replicas} replicas without `pods` would stand for {replicas} synthetic pods; at most {MAX_SYNTHETIC_PODS}: \
+         list the step's pods, or use fewer replicas"
+    )
+}
+
+/// Replays checked steps one at a time through one engine (what [`Scenario::replay`] and
+/// [`Scenario::stream`] run).
+#[derive(Debug)]
+pub struct Replayer {
+    engine: Engine,
+    previous_desired: i32,
+    next_step: usize,
+}
+
+impl Replayer {
+    /// A fresh engine for a policy.
+    #[must_use]
+    pub fn new(policy: ResolvedPolicy, config: EngineConfig) -> Self {
+        Self { engine: Engine::with_config(policy, config), previous_desired: 0, next_step: 0 }
+    }
+
+    /// Evaluates the next step. A step without `currentReplicas` takes the previous
+    /// step's desired replicas; an applied decision counts as a scale event.
+    ///
+    /// # Errors
+    /// A time that cannot be represented, or a step without `pods` with more than
+    /// [`MAX_SYNTHETIC_PODS`] replicas.
+    pub fn step(&mut self, step: &ScenarioStep) -> Result<(Decision, ReplayLine), ScenarioError> {
+        let index = self.next_step;
+        self.next_step += 1;
+        let now = Timestamp::from_secs_f64(step.at).ok_or_else(|| ScenarioError::Step {
+            step: index,
+            field: ".at".into(),
+            reason: format!("{} s is not a time that can be represented", step.at),
+        })?;
+        let current = step.current_replicas.unwrap_or(self.previous_desired);
+        let scale = CurrentScale { replicas: current, status_replicas: step.status_replicas };
+        let metrics = step.metrics(current).map_err(|reason| ScenarioError::Step {
+            step: index,
+            field: if step.current_replicas.is_some() { ".currentReplicas".into() } else { String::new() },
+            reason: if step.current_replicas.is_some() {
+                reason
+            } else {
+                format!("the previous step's desired replicas carry over: {reason}")
+            },
+        })?;
+        let decision = self.engine.evaluate(now, scale, &metrics);
+        if decision.actuate {
+            self.engine.record_scale(now, decision.current_replicas, decision.desired_replicas);
+        }
+        self.previous_desired = decision.desired_replicas;
+        let mut line = ReplayLine::new(step.at, &decision);
+        if let Some(expect) = &step.expect {
+            line.unmet_expectations = expect.mismatches(&decision);
+        }
+        Ok((decision, line))
     }
 }
 
 impl ScenarioStep {
     /// The step's observations as the engine's input.
-    #[must_use]
-    pub fn metrics(&self, current_replicas: i32) -> ScalingMetrics {
+    ///
+    /// # Errors
+    /// Without `pods`, when `current_replicas` exceeds [`MAX_SYNTHETIC_PODS`].
+    pub fn metrics(&self, current_replicas: i32) -> Result<ScalingMetrics, String> {
         let pods = match &self.pods {
             Some(pods) => pods
                 .iter()
@@ -409,14 +540,188 @@ impl ScenarioStep {
                     metrics: p.metrics.clone(),
                 })
                 .collect(),
+            None if current_replicas > MAX_SYNTHETIC_PODS => return Err(too_many_synthetic_pods(current_replicas)),
             None => (0..current_replicas.max(0)).map(|j| PodMetrics::running(format!("pod-{j}"))).collect(),
         };
-        ScalingMetrics {
+        Ok(ScalingMetrics {
             pods,
             fleet: self.metrics.clone(),
             failures: self.failures.clone(),
             idle: self.idle.iter().cloned().collect(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Streaming: the text is deserialized once per pass, steps one at a time.
+
+/// Pass one: everything but the steps, which are only counted.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawHeader {
+    policy: serde_yaml_ng::Value,
+    #[serde(default)]
+    controller: ScenarioController,
+    steps: StepCount,
+}
+
+/// The number of items of a sequence, each skipped.
+struct StepCount(usize);
+
+impl<'de> Deserialize<'de> for StepCount {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StepCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence of steps")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StepCount, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(StepCount(n))
+            }
         }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Passes two and three: the document's `steps`, handed to `on_step` one at a time
+/// (which returns whether to go on); every other key is skipped.
+struct StepsOnly<'a, F> {
+    on_step: &'a mut F,
+}
+
+/// Why a pass stopped inside the deserializer: a step error, or `on_step` asked to stop.
+const STOPPED: &str = "\u{0}replay stopped";
+
+/// The step error of the pass in progress (a deserializer error can only carry text).
+struct PassState<'a, F> {
+    on_step: &'a mut F,
+    failed: Option<ScenarioError>,
+}
+
+impl<'de, F> DeserializeSeed<'de> for &mut PassState<'_, F>
+where
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+{
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F> Visitor<'de> for &mut PassState<'_, F>
+where
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a scenario")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "steps" {
+                map.next_value_seed(StepSeq(&mut *self))?;
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct StepSeq<'s, 'a, F>(&'s mut PassState<'a, F>);
+
+impl<'de, F> DeserializeSeed<'de> for StepSeq<'_, '_, F>
+where
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+{
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F> Visitor<'de> for StepSeq<'_, '_, F>
+where
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of steps")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while let Some(step) = seq.next_element::<ScenarioStep>()? {
+            match (self.0.on_step)(i, step) {
+                Ok(true) => i += 1,
+                Ok(false) => return Err(de::Error::custom(STOPPED)),
+                Err(e) => {
+                    self.0.failed = Some(e);
+                    return Err(de::Error::custom(STOPPED));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A deserialization pass that yields a value.
+trait Pass {
+    type Output;
+    fn run<'de, D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Output, ScenarioError>;
+}
+
+impl<T: de::DeserializeOwned> Pass for std::marker::PhantomData<T> {
+    type Output = T;
+    fn run<'de, D: de::Deserializer<'de>>(self, d: D) -> Result<T, ScenarioError> {
+        serde_path_to_error::deserialize(d).map_err(malformed)
+    }
+}
+
+impl<F> Pass for StepsOnly<'_, F>
+where
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+{
+    type Output = ();
+    fn run<'de, D: de::Deserializer<'de>>(self, d: D) -> Result<(), ScenarioError> {
+        let mut state = PassState { on_step: self.on_step, failed: None };
+        let mut track = serde_path_to_error::Track::new();
+        let result = (&mut state).deserialize(serde_path_to_error::Deserializer::new(d, &mut track));
+        if let Some(e) = state.failed {
+            return Err(e);
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains(STOPPED) => Ok(()),
+            Err(e) => Err(malformed(serde_path_to_error::Error::new(track.path(), e))),
+        }
+    }
+}
+
+/// JSON text is read by serde_json, which streams; anything else by the YAML parser.
+fn looks_like_json(text: &str) -> bool {
+    let mut rest = text.trim_start().chars();
+    rest.next() == Some('{') && rest.as_str().trim_start().starts_with('"')
+}
+
+fn run_pass<P: Pass>(text: &str, json: bool, pass: P) -> Result<P::Output, ScenarioError> {
+    if json {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let out = pass.run(&mut de)?;
+        de.end().map_err(|e| ScenarioError::Malformed { path: "(document)".into(), reason: e.to_string() })?;
+        Ok(out)
+    } else {
+        pass.run(serde_yaml_ng::Deserializer::from_str(text))
     }
 }
 
@@ -446,7 +751,7 @@ steps:
     #[test]
     fn replays_and_carries_desired_forward() {
         let s = Scenario::parse(BASIC).unwrap();
-        let out = s.replay();
+        let out = s.replay().unwrap();
         assert_eq!(out.len(), 2);
         let (d0, line0) = &out[0];
         // queue_length: pods p0/p1 average 21 vs 10 with one unready pod -> slow path:
@@ -477,5 +782,113 @@ steps:
         assert!(Scenario::parse(&bad).unwrap_err().to_string().contains("currentReplicas"));
         let bad = BASIC.replace("maxReplicas: 10", "maxReplicas: 0");
         assert!(matches!(Scenario::parse(&bad), Err(ScenarioError::Policy(_))));
+    }
+
+    #[test]
+    fn controller_downscale_stabilization_fills_an_unset_behavior_window() {
+        let text = |controller: &str| {
+            format!(
+                "policy:\n  maxReplicas: 100\n  tolerance: 0\n  scalingRules: [{{metric: queue_length, threshold: 10}}]\n  behavior: {{scaleUp: {{stabilizationWindowSeconds: 0}}}}\n{controller}steps:\n  - {{at: 0, currentReplicas: 8, metrics: {{queue_length: 80}}}}\n  - {{at: 45, metrics: {{queue_length: 20}}}}\n"
+            )
+        };
+        let desired = |t: &str| {
+            Scenario::parse(t).unwrap().replay().unwrap().iter().map(|(d, _)| d.desired_replicas).collect::<Vec<_>>()
+        };
+        // 30 s: the recommendation of 8 at t=0 is out of the window at t=45.
+        assert_eq!(desired(&text("controller: {downscaleStabilizationSeconds: 30}\n")), vec![8, 2]);
+        // The default, 300 s, holds it.
+        assert_eq!(desired(&text("")), vec![8, 8]);
+    }
+
+    #[test]
+    fn synthetic_pods_are_bounded_with_the_step_named() {
+        let policy = "policy: {maxReplicas: 2147483647, scalingRules: [{metric: queue_length, threshold: 10}], behavior: {scaleUp: {policies: [{type: Percent, value: 10000000, periodSeconds: 15}]}}}\n";
+        // A step's own currentReplicas: refused when the scenario is checked.
+        let text =
+            format!("{policy}steps:\n  - {{at: 0, currentReplicas: 1}}\n  - {{at: 15, currentReplicas: 2147483647}}\n");
+        let e = Scenario::parse(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("steps[1].currentReplicas: 2147483647 replicas without `pods`") && e.contains("10000"),
+            "{e}"
+        );
+        let mut lines = 0;
+        let e = Scenario::stream(&text, |_, _, _| {
+            lines += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("steps[1].currentReplicas"), "{e}");
+        assert_eq!(lines, 0, "a scenario that fails its check prints nothing");
+        // Listing the pods is fine (the step has as many pods as it lists).
+        let listed = format!("{policy}steps:\n  - {{at: 0, currentReplicas: 2147483647, pods: [{{name: a}}]}}\n");
+        assert!(Scenario::parse(&listed).unwrap().replay().is_ok());
+        // Replicas carried from a decision: refused when the step is replayed.
+        let carried = format!(
+            "{policy}steps:\n  - {{at: 0, currentReplicas: 1, pods: [{{name: a, metrics: {{queue_length: 200000}}}}]}}\n  - {{at: 15}}\n"
+        );
+        let e = Scenario::parse(&carried).unwrap().replay().unwrap_err().to_string();
+        assert!(e.starts_with("steps[1]: the previous step's desired replicas carry over: 20000 replicas"), "{e}");
+        let mut seen = Vec::new();
+        let e = Scenario::stream(&carried, |i, d, _| {
+            seen.push((i, d.desired_replicas));
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("steps[1]:"), "{e}");
+        assert_eq!(seen, vec![(0, 20000)]);
+    }
+
+    #[test]
+    fn unrepresentable_times_are_refused() {
+        for at in ["1.9e16", "1e300"] {
+            let text = BASIC.replace("at: 15", &format!("at: {at}"));
+            let e = Scenario::parse(&text).unwrap_err().to_string();
+            assert!(e.starts_with("steps[1].at:") && e.contains("too far in the future"), "{at}: {e}");
+        }
+        // The largest representable time still replays, as itself.
+        let text = BASIC.replace("at: 15", "at: 1.8e16");
+        let out = Scenario::parse(&text).unwrap().replay().unwrap();
+        assert_eq!(out[1].1.at.as_f64(), Some(1.8e16));
+    }
+
+    #[test]
+    fn stream_matches_replay_for_yaml_and_json_and_stops_on_request() {
+        let whole = Scenario::parse(BASIC).unwrap().replay().unwrap();
+        let mut streamed = Vec::new();
+        let n = Scenario::stream(BASIC, |i, _, line| {
+            streamed.push((i, line));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(streamed, whole.iter().map(|(_, l)| l.clone()).enumerate().collect::<Vec<_>>());
+        // The same scenario as JSON, with the steps before the policy and the controller.
+        let value: serde_json::Value = serde_yaml_ng::from_str(BASIC).unwrap();
+        let json = format!(
+            "{{\"steps\": {}, \"controller\": {{\"syncPeriodSeconds\": 15}}, \"policy\": {}}}",
+            value["steps"], value["policy"]
+        );
+        assert!(looks_like_json(&json));
+        let mut from_json = Vec::new();
+        Scenario::stream(&json, |_, _, line| {
+            from_json.push(line);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(from_json, whole.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>());
+        // Errors keep their paths in both forms, and nothing is replayed.
+        let bad = json.replace("\"Pending\"", "\"Sleeping\"");
+        let e = Scenario::stream(&bad, |_, _, _| panic!("nothing is replayed")).unwrap_err().to_string();
+        assert!(e.starts_with("steps[0].pods[2].phase"), "{e}");
+        let e = Scenario::stream(
+            "policy: {maxReplicas: 1, scalingRules: [{metric: queue_length, threshold: 1}]}\nsteps: []\n",
+            |_, _, _| ControlFlow::Continue(()),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "steps: no steps: give at least one");
+        // Break stops after the first line.
+        let n = Scenario::stream(BASIC, |_, _, _| ControlFlow::Break(())).unwrap();
+        assert_eq!(n, 1);
     }
 }

@@ -618,3 +618,31 @@ fn store_scale_events_reuses_outdated_slots() {
     legacy.record_scale(Timestamp::from_secs(0), 2, 4);
     assert!(legacy.state().scale_up_events.is_empty());
 }
+
+#[test]
+fn unset_scale_down_window_comes_from_the_controller_setting() {
+    // horizontal.go maybeInitScaleDownStabilizationWindow: a `behavior` without
+    // `scaleDown.stabilizationWindowSeconds` takes the controller's
+    // --horizontal-pod-autoscaler-downscale-stabilization, not a fixed 300 s.
+    let eval_with = |behavior: &str, window_secs: u64, rec_age: u64| {
+        let p = policy(&format!(
+            "maxReplicas: 100\ntolerance: 0\nscalingRules: [{{metric: queue_length, threshold: 10}}]\nbehavior: {behavior}"
+        ));
+        let history = with_history(p.clone(), 1000, &[(rec_age, 8)], &[], &[]).state().clone();
+        let config = EngineConfig::default().with_downscale_stabilization(Duration::from_secs(window_secs));
+        let mut e = Engine::with_config(p, config);
+        e.restore_state(history);
+        let d = e.evaluate(Timestamp::from_secs(1000), CurrentScale::new(8), &fleet(Q, 20.0));
+        assert_eq!(d.proposed_replicas, Some(2));
+        d.desired_replicas
+    };
+    for behavior in ["{}", "{scaleUp: {stabilizationWindowSeconds: 0}}", "{scaleDown: {selectPolicy: Max}}"] {
+        // A 60 s controller window: an 8 recommended 90 s ago no longer holds the target.
+        assert_eq!(eval_with(behavior, 60, 90), 2, "{behavior}");
+        // A 600 s controller window: one recommended 400 s ago still does (300 s would not).
+        assert_eq!(eval_with(behavior, 600, 400), 8, "{behavior}");
+    }
+    // A window the policy sets wins over the controller's.
+    assert_eq!(eval_with("{scaleDown: {stabilizationWindowSeconds: 30}}", 600, 60), 2);
+    assert_eq!(eval_with("{scaleDown: {stabilizationWindowSeconds: 120}}", 0, 60), 8);
+}

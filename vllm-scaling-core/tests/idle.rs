@@ -84,7 +84,7 @@ fn scenarios_carry_idle_rules_and_reject_unknown_keys() {
         )
     };
     let s = Scenario::parse(&scenario("ttft")).unwrap_or_else(|e| panic!("{e}"));
-    let (d, _) = &s.replay()[0];
+    let (d, _) = &s.replay().unwrap_or_else(|e| panic!("{e}"))[0];
     assert_eq!(d.desired_replicas, 1, "{}", d.explanation);
     let err = Scenario::parse(&scenario("tftt")).expect_err("an unknown key is refused").to_string();
     assert!(err.contains("idle[0]") && err.contains("tftt"), "{err}");

@@ -129,7 +129,7 @@ proptest! {
                 for r in d.rules.iter().filter(|r| r.status == RuleStatus::Ok) {
                     prop_assert!(proposed >= r.proposal.unwrap_or(0));
                 }
-                let window = p.behavior.as_ref().map_or(std::time::Duration::from_secs(300), |b| b.scale_down.stabilization_window);
+                let window = p.scale_down_stabilization(std::time::Duration::from_secs(300));
                 let legacy = p.behavior.is_none();
                 let cutoff = now.saturating_sub(window);
                 let in_window = recs.iter().filter(|(t, _)| if legacy { *t >= cutoff } else { *t > cutoff }).map(|&(_, r)| r);
@@ -226,5 +226,59 @@ proptest! {
             prop_assert_eq!(r.status, RuleStatus::Invalid, "{:?}", r);
         }
         assert_bounds(&d, &p)?;
+    }
+}
+
+proptest! {
+    /// Every form a Kubernetes quantity of the same tolerance takes (milli-units, decimal,
+    /// exponent, YAML number) resolves to the same tolerance, and text that is not a
+    /// quantity is an error naming the field, never a panic or a default.
+    #[test]
+    fn tolerance_quantity_forms_agree(milli in 0u32..1000, junk in "[a-zA-Z%#]{1,3}") {
+        let want = f64::from(milli) / 1000.0;
+        let forms = [
+            format!("\"{milli}m\""),
+            format!("\"{want}\""),
+            format!("\"{milli}e-3\""),
+            format!("{want}"),
+            format!("{milli}m"),
+        ];
+        for form in &forms {
+            let yaml = format!(
+                "maxReplicas: 5\nscalingRules: [{{metric: queue_length, threshold: 10}}]\nbehavior: {{scaleDown: {{tolerance: {form}}}}}\ntolerance: {{scaleUp: {form}}}\n"
+            );
+            let (_, p) = parse_policy(&yaml).map_err(|e| TestCaseError::fail(format!("{form}: {e}")))?;
+            prop_assert!((p.tolerance_down - want).abs() < 1e-12, "{}: {}", form, p.tolerance_down);
+            prop_assert!((p.tolerance_up - want).abs() < 1e-12, "{}: {}", form, p.tolerance_up);
+        }
+        // A known suffix followed by junk, or junk alone, is rejected with the field's path.
+        let yaml = format!(
+            "maxReplicas: 5\nscalingRules: [{{metric: queue_length, threshold: 10}}]\nbehavior: {{scaleUp: {{tolerance: \"{milli}{junk}x\"}}}}\n"
+        );
+        let e = parse_policy(&yaml).err().map(|e| e.to_string()).unwrap_or_default();
+        prop_assert!(e.contains("spec.behavior.scaleUp.tolerance") && e.contains("not a Kubernetes quantity"), "{}", e);
+    }
+}
+
+proptest! {
+    /// Whatever the URL's credentials, the token or the text around them, no secret is
+    /// left after redaction, and text without credentials is unchanged.
+    #[test]
+    fn redaction_removes_every_credential(
+        user in "[a-z]{1,8}",
+        password in "P[A-Za-z0-9%:!$]{6,16}",
+        token in "T[A-Za-z0-9._~+/-]{8,40}=*",
+        host in "[a-z]{1,10}(\\.[a-z]{1,5})?(:[0-9]{2,5})?",
+        around in "[a-z ():]{0,20}",
+    ) {
+        let text = format!(
+            "{around}error sending request for url (https://{user}:{password}@{host}/api/v1/query?access_token={token}): {around} Bearer {token}"
+        );
+        let out = vllm_scaling_core::redact_credentials(&text);
+        prop_assert!(!out.contains(&password), "{}", out);
+        prop_assert!(!out.contains(&token), "{}", out);
+        prop_assert!(out.contains(&host), "{}", out);
+        let clean = format!("{around}querying https://{host}/api/v1/query failed");
+        prop_assert_eq!(vllm_scaling_core::redact_credentials(&clean), clean);
     }
 }

@@ -697,8 +697,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     }
     ctx.telemetry.min_replicas.get_or_create(&labels).set(i64::from(resolved.min_replicas));
     ctx.telemetry.max_replicas.get_or_create(&labels).set(i64::from(resolved.max_replicas));
-    let down_window =
-        resolved.behavior.as_ref().map_or(ctx.config.downscale_stabilization, |b| b.scale_down.stabilization_window);
+    let down_window = resolved.scale_down_stabilization(ctx.config.downscale_stabilization);
     ctx.telemetry
         .scale_down_stabilization_seconds
         .get_or_create(&labels)

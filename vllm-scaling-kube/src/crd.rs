@@ -333,8 +333,9 @@ impl VllmScalingPolicyResource {
 /// * the cross-field rules as CEL `x-kubernetes-validations` (min <= max, `minReplicas: 0`
 ///   only with `scaleToZero`, percent thresholds <= 100, unique rule names, `query`
 ///   exactly on `custom` rules, rule references of panic, predictive and scale to zero);
-/// * `tolerance` is a number or an object (an untagged union): a structural schema cannot
-///   type it and CEL cannot read a node of unknown type, so it keeps unknown fields.
+/// * `tolerance` is a number, a quantity string or an object (an untagged union), and
+///   `behavior.*.tolerance` a number or a quantity string (`"50m"`): a structural schema
+///   cannot type them and CEL cannot read a node of unknown type, so they keep any value.
 ///
 /// What stays with the controller (`Ready=False` naming the field): `tolerance`, schedule
 /// time-zone names (the bundled IANA database), durations made only of milliseconds that
@@ -483,9 +484,6 @@ fn tighten(root: &mut Value) -> Vec<String> {
         set(spec, &format!("{base}/policies/items/properties/value"), "minimum", json!(1));
         set(spec, &format!("{base}/policies/items/properties/periodSeconds"), "minimum", json!(1));
         set(spec, &format!("{base}/policies/items/properties/periodSeconds"), "maximum", json!(1800));
-        set(spec, &format!("{base}/tolerance"), "minimum", json!(0));
-        set(spec, &format!("{base}/tolerance"), "exclusiveMaximum", json!(true));
-        set(spec, &format!("{base}/tolerance"), "maximum", json!(1));
     }
 
     let panic = "/properties/panic/properties";
@@ -678,7 +676,33 @@ fn tighten(root: &mut Value) -> Vec<String> {
         missing.push("/properties/tolerance".to_owned());
     }
     bound_enums(spec);
+    // A Kubernetes quantity: a number (`0.05`) or a string (`"50m"`). A structural schema
+    // cannot say number-or-string (`x-kubernetes-int-or-string` would reject `0.05`), so
+    // it keeps any value and the controller validates it.
+    for dir in ["scaleUp", "scaleDown"] {
+        let pointer = format!("/properties/behavior/properties/{dir}/properties/tolerance");
+        preserve(spec, &pointer, Some(BEHAVIOR_TOLERANCE), &mut missing);
+    }
     missing
+}
+
+/// The description of `behavior.*.tolerance` (schemars gives the `Quantity` type's).
+const BEHAVIOR_TOLERANCE: &str = "Tolerance for this direction (KEP-4951); overrides `spec.tolerance`. A Kubernetes \
+                                  quantity in [0, 1): a number, or a string such as \"50m\" or \"0.05\".";
+
+/// Replaces the schema at `pointer` with one that keeps any value, with `description` or
+/// the one it had.
+fn preserve(spec: &mut Value, pointer: &str, description: Option<&str>, missing: &mut Vec<String>) {
+    if let Some(node) = spec.pointer_mut(pointer) {
+        let description =
+            description.map(|d| json!(d)).or_else(|| node.get("description").cloned()).unwrap_or_else(|| json!(""));
+        *node = json!({
+            "description": description,
+            "x-kubernetes-preserve-unknown-fields": true,
+        });
+    } else {
+        missing.push(pointer.to_owned());
+    }
 }
 
 /// Gives every enum string its longest value as `maxLength`: the API server estimates the

@@ -35,6 +35,9 @@ pub struct LeaseConfig {
     pub renew_deadline: Duration,
     /// How often candidates try and the holder renews (2 s).
     pub retry_period: Duration,
+    /// How long releasing the lease at shutdown may take (2 s): it is best effort, since
+    /// an unreleased lease expires on its own after `lease_duration`.
+    pub release_timeout: Duration,
 }
 
 impl LeaseConfig {
@@ -48,6 +51,7 @@ impl LeaseConfig {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            release_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -284,21 +288,36 @@ impl LeaderElector {
         Ok(())
     }
 
-    /// Runs election rounds every `retry_period` until `shutdown` resolves, then releases
-    /// the lease.
+    /// Runs election rounds every `retry_period` until `shutdown` resolves (a round in
+    /// flight is abandoned), then releases the lease, best effort, within
+    /// `release_timeout`.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            if let Err(e) = self.try_acquire_or_renew().await {
-                tracing::warn!(error = %vllm_scaling_core::error_chain(&e), "leader election round failed");
+            // A round stuck on an unreachable API server must not hold up the shutdown.
+            tokio::select! {
+                () = &mut shutdown => break,
+                round = self.try_acquire_or_renew() => {
+                    if let Err(e) = round {
+                        tracing::warn!(error = %vllm_scaling_core::error_chain(&e), "leader election round failed");
+                    }
+                }
             }
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(self.config.retry_period) => {}
             }
         }
-        if let Err(e) = self.release().await {
-            tracing::warn!(error = %vllm_scaling_core::error_chain(&e), "releasing the lease failed");
+        let timeout = self.config.release_timeout;
+        match tokio::time::timeout(timeout, self.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %vllm_scaling_core::error_chain(&e), "releasing the lease failed"),
+            Err(_) => {
+                // release() stepped down before its first request: only the lease object
+                // is left, and it expires on its own.
+                self.set_leader(false);
+                tracing::warn!(?timeout, "releasing the lease timed out; it expires on its own");
+            }
         }
     }
 }

@@ -134,7 +134,7 @@ pub use gpu::{
 pub use lease::{LeaderElector, Leadership, LeaseAction, LeaseConfig, decide as decide_lease};
 pub use policies::{KubePolicies, PolicyError};
 pub use scale::{KubeScale, RequestError, ScaleError, ScaleReading, ScaleTarget};
-pub use serve::bind as bind_http;
+pub use serve::{ServeOptions, bind as bind_http, bind_with as bind_http_with};
 pub use telemetry::{
     ControllerMetrics, Direction, DirectionLabels, ErrorKind, ErrorLabels, PolicyLabels, RuleLabels,
     ScaleDirectionLabels,

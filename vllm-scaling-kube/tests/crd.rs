@@ -200,12 +200,20 @@ fn the_schema_rejects_what_it_can_type() {
         let errors = schema_errors(&doc);
         assert!(errors.iter().any(|e| e.starts_with(expected)), "{field}: {errors:#?}");
     }
-    // Both forms of `tolerance` pass the schema (CEL cannot read a node of unknown type);
-    // the controller validates the value.
-    for tolerance in [json!(0.2), json!({"scaleUp": 0.05, "scaleDown": 0.2}), json!(2.5)] {
+    // Every form of `tolerance` passes the schema, quantity strings included (as
+    // `kubectl get hpa -o yaml` writes them; CEL cannot read a node of unknown type); the
+    // controller validates the value.
+    for tolerance in
+        [json!(0.2), json!({"scaleUp": 0.05, "scaleDown": "200m"}), json!(2.5), json!("50m"), json!("5e-2")]
+    {
         let mut doc = seed();
-        doc["spec"]["tolerance"] = tolerance;
-        assert!(schema_errors(&doc).is_empty());
+        doc["spec"]["tolerance"] = tolerance.clone();
+        assert!(schema_errors(&doc).is_empty(), "{tolerance}");
+    }
+    for tolerance in [json!(0.05), json!("50m"), json!("0.05"), json!("5e-2"), json!(0)] {
+        let mut doc = seed();
+        doc["spec"]["behavior"] = json!({"scaleUp": {"tolerance": tolerance}, "scaleDown": {"tolerance": tolerance}});
+        assert_eq!(schema_errors(&doc), Vec::<String>::new(), "{tolerance}");
     }
 }
 

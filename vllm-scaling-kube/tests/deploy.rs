@@ -123,6 +123,27 @@ fn allows(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
         .any(|rule| has(&rule["apiGroups"], group) && has(&rule["resources"], resource) && has(&rule["verbs"], verb))
 }
 
+/// The kinds the controller scales through `/scale` (apps' and the two vLLM operators').
+const WORKLOADS: [&str; 5] = ["deployments", "statefulsets", "replicasets", "leaderworkersets", "vllmruntimes"];
+
+/// Every (apiGroup, resource, verb) a list of RBAC rules grants.
+fn grants(rules: &Value) -> Vec<(String, String, String)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_sequence().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    };
+    let mut out = Vec::new();
+    for rule in rules.as_sequence().into_iter().flatten() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.push((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn the_rbac_allows_every_request_the_controller_makes() {
     let h = Harness::seed().await;
@@ -131,6 +152,9 @@ async fn the_rbac_allows_every_request_the_controller_makes() {
     h.reconcile(&h.ctx).await;
     h.advance(15);
     h.ctx.metrics_source().fail(&Harness::target(), "down");
+    h.reconcile(&h.ctx).await;
+    // The same failure again: the recorder patches the first event's series.
+    h.advance(15);
     h.reconcile(&h.ctx).await;
     // Leader election in the controller's namespace.
     let clock = FakeClock::new(h.now());
@@ -171,10 +195,37 @@ async fn the_rbac_allows_every_request_the_controller_makes() {
         "list /pods",
         "list autoscaling/horizontalpodautoscalers",
         "create events.k8s.io/events",
+        "patch events.k8s.io/events",
+        "get coordination.k8s.io/leases",
         "create coordination.k8s.io/leases",
         "update coordination.k8s.io/leases",
     ] {
         assert!(seen.contains(expected), "{expected} not exercised: {seen:#?}");
+    }
+    // Every grant is used: the RBAC is exactly the controller's traffic. Workload kinds
+    // are alike (a grant on statefulsets/scale is used when deployments/scale is), since
+    // the traffic scales a Deployment only.
+    let workload = |resource: &str| {
+        let (plural, sub) = resource.split_once('/').map_or((resource, None), |(p, s)| (p, Some(s)));
+        let kind = if WORKLOADS.contains(&plural) { "<workload>" } else { plural };
+        sub.map_or_else(|| kind.to_owned(), |sub| format!("{kind}/{sub}"))
+    };
+    let used: std::collections::BTreeSet<String> = seen
+        .iter()
+        .map(|s| {
+            let (verb, rest) = s.split_once(' ').unwrap();
+            let (_, resource) = rest.split_once('/').unwrap();
+            format!("{verb} {}", workload(resource))
+        })
+        .collect();
+    for (rules, what) in [(cluster_rules, "ClusterRole"), (&role["rules"], "Role")] {
+        for (group, resource, verb) in grants(rules) {
+            assert!(
+                used.contains(&format!("{verb} {}", workload(&resource))),
+                "the {what} grants {verb} on {group}/{resource}, which the controller never requests: remove it \
+                 (traffic: {seen:#?})"
+            );
+        }
     }
     // The controller never writes a workload itself, and never deletes anything.
     assert!(

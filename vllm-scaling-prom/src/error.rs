@@ -34,6 +34,23 @@ pub enum Error {
     /// A credential cannot be sent as an HTTP header.
     #[error("invalid credentials: {0}")]
     InvalidCredentials(&'static str),
+    /// A credential file could not be read.
+    #[error("reading the credential file {} failed", path.display())]
+    CredentialFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A credential file holds no usable credential.
+    #[error("the credential file {} is invalid: {reason}", path.display())]
+    InvalidCredentialFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
     /// The HTTP client could not be built.
     #[error("building the HTTP client failed")]
     BuildClient {

@@ -1,7 +1,8 @@
 //! HTTP client settings shared by both adapters: timeout, auth, TLS with a custom CA.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use rustls::pki_types::CertificateDer;
@@ -20,6 +21,141 @@ pub struct HttpOptions {
     pub basic_auth: Option<(String, String)>,
     /// Extra trusted CA certificates, PEM (added to the system's roots).
     pub ca_pem: Option<Vec<u8>>,
+    /// A file the credential is read from, re-read when it changes (a rotated token
+    /// needs no restart); sent instead of `bearer_token` and `basic_auth`.
+    pub credential_file: Option<CredentialFile>,
+}
+
+/// A credential kept in a file (a mounted Kubernetes Secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialFile {
+    /// A bearer token: the file's content, surrounding whitespace trimmed.
+    BearerToken(PathBuf),
+    /// HTTP basic auth: `user:password` on one line, or the user on the first line and
+    /// the password on the second (a password may hold `:`; the one-line form splits at
+    /// the first `:`, since a user cannot hold one).
+    BasicAuth(PathBuf),
+}
+
+impl CredentialFile {
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::BearerToken(p) | Self::BasicAuth(p) => p,
+        }
+    }
+
+    /// Reads the file now: the `Authorization` header value it makes.
+    fn header(&self) -> Result<HeaderValue, Error> {
+        let path = self.path();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::CredentialFile { path: path.to_owned(), source })?;
+        let invalid = |reason: &'static str| Error::InvalidCredentialFile { path: path.to_owned(), reason };
+        let value = match self {
+            Self::BearerToken(_) => {
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(invalid("the token file is empty"));
+                }
+                format!("Bearer {token}")
+            }
+            Self::BasicAuth(_) => {
+                let (user, password) = basic_auth_from(&text).map_err(invalid)?;
+                format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+            }
+        };
+        let mut v =
+            HeaderValue::from_str(&value).map_err(|_| invalid("it holds characters not allowed in an HTTP header"))?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
+/// `user:password`, or the user and the password on two lines.
+fn basic_auth_from(text: &str) -> Result<(&str, &str), &'static str> {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let (user, password) = match text.split_once('\n') {
+        Some((user, password)) => (user.strip_suffix('\r').unwrap_or(user), password),
+        None => text.split_once(':').ok_or("expected `user:password`, or the user and the password on two lines")?,
+    };
+    if user.is_empty() {
+        return Err("the user is empty");
+    }
+    if user.contains(':') && text.contains('\n') {
+        return Err("the user must not contain `:`");
+    }
+    if password.contains('\n') {
+        return Err("more than two lines: expected `user:password`, or the user and the password on two lines");
+    }
+    Ok((user, password))
+}
+
+/// A [`CredentialFile`] read at start-up and re-read whenever its size or modification
+/// time changes (Kubernetes swaps a projected or Secret volume's files atomically). A
+/// failed re-read keeps the last good credential and says why in the log.
+pub(crate) struct FileCredential {
+    file: CredentialFile,
+    cached: Mutex<Cached>,
+}
+
+struct Cached {
+    stamp: Stamp,
+    read_at: std::time::Instant,
+    header: HeaderValue,
+}
+
+/// Re-read at least this often even when the size and modification time look the same
+/// (a rewrite within the file system's timestamp granularity keeps both).
+const MAX_CREDENTIAL_AGE: Duration = Duration::from_secs(60);
+
+/// What tells a changed file: its size and modification time.
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+impl FileCredential {
+    /// Reads the file.
+    ///
+    /// # Errors
+    /// An unreadable, empty or malformed file.
+    pub(crate) fn load(file: CredentialFile) -> Result<Self, Error> {
+        let before = stamp(file.path());
+        let header = file.header()?;
+        Ok(Self { file, cached: Mutex::new(Cached { stamp: before, read_at: std::time::Instant::now(), header }) })
+    }
+
+    /// The `Authorization` header to send now.
+    pub(crate) fn header(&self) -> HeaderValue {
+        let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = stamp(self.file.path());
+        if now.is_some() && (now != cached.stamp || cached.read_at.elapsed() > MAX_CREDENTIAL_AGE) {
+            match self.file.header() {
+                Ok(header) => {
+                    if header != cached.header {
+                        tracing::info!(file = %self.file.path().display(), "the Prometheus credential changed");
+                    }
+                    *cached = Cached { stamp: now, read_at: std::time::Instant::now(), header };
+                }
+                Err(e) => tracing::warn!(
+                    error = %vllm_scaling_core::error_chain(&e),
+                    "re-reading the Prometheus credential file failed; the previous credential is used"
+                ),
+            }
+        }
+        cached.header.clone()
+    }
+}
+
+impl std::fmt::Debug for FileCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCredential").field("file", &self.file).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for HttpOptions {
@@ -30,6 +166,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
             .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")))
             .field("ca_pem", &self.ca_pem.as_ref().map(|p| format!("{} bytes", p.len())))
+            .field("credential_file", &self.credential_file)
             .finish()
     }
 }
@@ -147,6 +284,47 @@ mod tests {
         let token = HttpOptions { bearer_token: Some("a\nb".to_owned()), ..HttpOptions::default() };
         assert!(matches!(build_client(&token, 1), Err(Error::InvalidCredentials(_))));
         assert!(build_client(&HttpOptions::with_timeout(Duration::from_secs(1)), 1).is_ok());
+    }
+
+    #[test]
+    fn credential_files_make_the_header_and_follow_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc\n").unwrap();
+        let c = FileCredential::load(CredentialFile::BearerToken(token.clone())).unwrap();
+        assert_eq!(c.header(), "Bearer abc");
+        std::fs::write(&token, "rotated-token").unwrap();
+        assert_eq!(c.header(), "Bearer rotated-token");
+        // A broken re-read keeps the last good token.
+        std::fs::write(&token, "").unwrap();
+        assert_eq!(c.header(), "Bearer rotated-token");
+        std::fs::remove_file(&token).unwrap();
+        assert_eq!(c.header(), "Bearer rotated-token");
+        assert!(matches!(
+            FileCredential::load(CredentialFile::BearerToken(token.clone())),
+            Err(Error::CredentialFile { .. })
+        ));
+
+        let basic = dir.path().join("basic");
+        for (text, user_pass) in [
+            ("me:pa:ss\n", Some("me:pa:ss")),
+            ("me\npa:ss\n", Some("me:pa:ss")),
+            ("me\r\npa ss\r\n", Some("me:pa ss")),
+            ("me:\n", Some("me:")),
+            ("nocolon", None),
+            (":pw", None),
+            ("a\nb\nc", None),
+            ("", None),
+        ] {
+            std::fs::write(&basic, text).unwrap();
+            let got = FileCredential::load(CredentialFile::BasicAuth(basic.clone()));
+            match user_pass {
+                Some(up) => {
+                    assert_eq!(got.unwrap().header(), format!("Basic {}", base64(up.as_bytes())).as_str(), "{text:?}")
+                }
+                None => assert!(matches!(got, Err(Error::InvalidCredentialFile { .. })), "{text:?}: {got:?}"),
+            }
+        }
     }
 
     #[test]

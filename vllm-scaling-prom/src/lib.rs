@@ -69,7 +69,7 @@ mod source;
 pub mod test_util;
 
 pub use error::Error;
-pub use http::HttpOptions;
+pub use http::{CredentialFile, HttpOptions};
 pub use pods::{PodScrape, PodScrapeOptions, PodScraper};
 #[cfg(feature = "prometheus")]
 pub use prometheus::{PrometheusMetrics, PrometheusOptions};

@@ -102,6 +102,12 @@ impl PodScraper {
         if options.http.timeout.is_zero() {
             return Err(Error::InvalidOption { option: "timeout", reason: "a per-pod timeout is required".into() });
         }
+        if options.http.credential_file.is_some() {
+            return Err(Error::InvalidOption {
+                option: "credential_file",
+                reason: "pod scrapes send no credential file (it is for Prometheus)".into(),
+            });
+        }
         let client = build_client(&options.http, options.concurrency.min(256))?;
         Ok(Self { client, options, history: Mutex::new(HashMap::new()) })
     }

@@ -17,16 +17,16 @@ use prometheus_http_query::response::Data;
 use tokio::sync::Semaphore;
 use vllm_scaling_core::{
     GetScalingMetrics, MetricSource, MetricsRequest, PodInfo, ResolvedRule, ScalingMetrics, TargetId, Timestamp,
-    error_chain, excerpt,
+    error_chain, excerpt, redact_credentials,
 };
 
 use crate::Error;
-use crate::http::{HttpOptions, build_client};
+use crate::http::{FileCredential, HttpOptions, build_client};
 use crate::promql::{QueryScope, RuleQueries, in_flight_query, rule_queries};
 use crate::reading::{RuleReading, to_scaling_metrics};
 
 /// Settings of the Prometheus adapter.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PrometheusOptions {
     /// The base URL (`http://prometheus.monitoring:9090`, or a proxy path).
     pub url: String,
@@ -51,6 +51,21 @@ pub struct PrometheusOptions {
     /// The most queries in flight at once through this adapter, over all rules and policies
     /// (default 16).
     pub max_concurrent_queries: usize,
+}
+
+impl std::fmt::Debug for PrometheusOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry `user:password@`.
+        f.debug_struct("PrometheusOptions")
+            .field("url", &redact_credentials(&self.url))
+            .field("http", &self.http)
+            .field("namespace", &self.namespace)
+            .field("model_name", &self.model_name)
+            .field("extra_matchers", &self.extra_matchers)
+            .field("max_age", &self.max_age)
+            .field("filter_by_pods", &self.filter_by_pods)
+            .finish()
+    }
 }
 
 impl PrometheusOptions {
@@ -83,6 +98,8 @@ pub struct PrometheusMetrics {
     options: PrometheusOptions,
     /// One permit per query in flight.
     in_flight: Arc<Semaphore>,
+    /// The credential from `options.http.credential_file`, re-read when it changes.
+    credential: Option<Arc<FileCredential>>,
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -97,9 +114,20 @@ impl PrometheusMetrics {
     /// # Errors
     /// A bad URL, CA bundle, credential or matcher label name.
     pub fn new(options: PrometheusOptions) -> Result<Self, Error> {
+        if options.http.credential_file.is_some()
+            && (options.http.bearer_token.is_some() || options.http.basic_auth.is_some())
+        {
+            return Err(Error::InvalidOption {
+                option: "credential_file",
+                reason: "give a credential file, a bearer token or basic auth, not several".into(),
+            });
+        }
         let http = build_client(&options.http, 16)?;
-        let client = Client::from(http, &options.url)
-            .map_err(|source| Error::PrometheusUrl { url: options.url.clone(), source })?;
+        let client = Client::from(http, &options.url).map_err(|source| Error::PrometheusUrl {
+            url: vllm_scaling_core::redact_credentials(&options.url),
+            source,
+        })?;
+        let credential = options.http.credential_file.clone().map(FileCredential::load).transpose()?.map(Arc::new);
         let scope = QueryScope { vllm_matchers: options.extra_matchers.clone(), ..QueryScope::default() };
         scope.validate().map_err(|reason| Error::InvalidOption { option: "extra_matchers", reason })?;
         if options.max_age.is_zero() {
@@ -115,7 +143,7 @@ impl PrometheusMetrics {
             }
         }
         let in_flight = Arc::new(Semaphore::new(options.max_concurrent_queries.min(Semaphore::MAX_PERMITS)));
-        Ok(Self { client, options, in_flight })
+        Ok(Self { client, options, in_flight, credential })
     }
 
     /// The options.
@@ -201,8 +229,15 @@ impl PrometheusMetrics {
             .map_err(|_| "prometheus query failed: the adapter is shut down".to_owned())?;
         let timeout_ms = i64::try_from(self.options.http.timeout.as_millis()).unwrap_or(i64::MAX);
         let limit = self.options.max_series.saturating_add(1);
-        let sent = self.client.query(promql).timeout(timeout_ms).query("limit", limit).post_raw().await;
-        let resp = sent.map_err(|e| format!("prometheus query failed: {}", bounded(&error_chain(&e))))?;
+        let mut query = self.client.query(promql).timeout(timeout_ms).query("limit", limit);
+        if let Some(credential) = &self.credential {
+            query = query.header(reqwest::header::AUTHORIZATION, credential.header());
+        }
+        // The error may quote the URL, credentials included.
+        let resp = query
+            .post_raw()
+            .await
+            .map_err(|e| format!("prometheus query failed: {}", bounded(&redact_credentials(&error_chain(&e)))))?;
         let status = resp.status();
         let content_type =
             resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -210,7 +245,7 @@ impl PrometheusMetrics {
             let to = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
             return Err(format!(
                 "prometheus query failed: HTTP {status}: redirects are not followed (to `{}`): set the Prometheus URL to where it points",
-                excerpt(to, 200, 1)
+                excerpt(&redact_credentials(to), 200, 1)
             ));
         }
         let body = read_capped(resp, self.options.max_response_bytes).await?;
@@ -230,11 +265,9 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
         return Err(too_big());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("prometheus query failed: reading the answer: {}", bounded(&error_chain(&e))))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        format!("prometheus query failed: reading the answer: {}", bounded(&redact_credentials(&error_chain(&e))))
+    })? {
         if body.len() + chunk.len() > cap {
             return Err(too_big());
         }

@@ -163,3 +163,53 @@ async fn tls_with_a_custom_ca() {
     let why = r.failure.unwrap();
     assert!(why.contains("certificate") || why.contains("UnknownIssuer"), "{why}");
 }
+
+#[tokio::test]
+async fn a_token_file_is_re_read_when_it_changes() {
+    let (url, seen, _task) = serve(Behaviour::Answer, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let mut o = PrometheusOptions::new(&url);
+    o.http.credential_file = Some(vllm_scaling_prom::CredentialFile::BearerToken(token.clone()));
+    let prom = PrometheusMetrics::new(o).unwrap();
+    let rules = common::rules("    - {metric: queue_length, threshold: 5}\n");
+    let target = TargetId::new("llm", "t");
+    assert_eq!(prom.read(&rules, &target, &[]).await[0].per_pod["vllm-0"], 7.0);
+    // Rotated as kubelet rotates a projected token: a new file renamed over the old one.
+    let next = dir.path().join("token.new");
+    std::fs::write(&next, "second-token-rotated\n").unwrap();
+    std::fs::rename(&next, &token).unwrap();
+    assert_eq!(prom.read(&rules, &target, &[]).await[0].per_pod["vllm-0"], 7.0);
+    let auth = seen.lock().unwrap().authorization.clone();
+    assert_eq!(auth.len(), 4, "value and age queries, twice: {auth:?}");
+    assert!(auth[..2].iter().all(|a| a == "Bearer first-token"), "{auth:?}");
+    assert!(auth[2..].iter().all(|a| a == "Bearer second-token-rotated"), "{auth:?}");
+
+    // Basic auth from a file, the two-line form.
+    let basic = dir.path().join("basic");
+    std::fs::write(&basic, "me\npa:ss\n").unwrap();
+    let mut o = PrometheusOptions::new(&url);
+    o.http.credential_file = Some(vllm_scaling_prom::CredentialFile::BasicAuth(basic));
+    let _ = read(o).await;
+    assert!(seen.lock().unwrap().authorization.iter().any(|a| a == "Basic bWU6cGE6c3M="));
+
+    // A file and a token at once is ambiguous.
+    let mut o = PrometheusOptions::new(&url);
+    o.http.credential_file = Some(vllm_scaling_prom::CredentialFile::BearerToken(token));
+    o.http.bearer_token = Some("x".into());
+    assert!(PrometheusMetrics::new(o).unwrap_err().to_string().contains("not several"));
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_never_reach_a_failure_or_debug_output() {
+    // Nothing listens on this port: the client's error quotes the URL.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let o = PrometheusOptions::new(format!("http://admin:hunter2@127.0.0.1:{}/prom", closed.port()));
+    let shown = format!("{o:?}");
+    assert!(!shown.contains("hunter2") && shown.contains("<redacted>@127.0.0.1"), "{shown}");
+    let r = read(o).await;
+    let why = r.failure.unwrap();
+    assert!(why.starts_with("prometheus query failed"), "{why}");
+    assert!(!why.contains("hunter2"), "{why}");
+}

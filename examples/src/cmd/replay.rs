@@ -1,6 +1,7 @@
 //! `vllm-autoscaler replay SCENARIO`
 
 use std::io::Write as _;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,17 +34,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         }
     };
-    let scenario = match Scenario::parse(&text) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{shown}: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Each step is evaluated and printed as it is read: memory stays bounded by one step
+    // however many steps there are (the whole scenario is checked first, so a malformed
+    // one prints nothing).
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut unmet = 0usize;
-    for (i, (_, line)) in scenario.replay().into_iter().enumerate() {
+    let mut failure: Option<String> = None;
+    let streamed = Scenario::stream(&text, |i, _, line| {
         for m in &line.unmet_expectations {
             eprintln!("{shown}: steps[{i}]: {m}");
             unmet += 1;
@@ -51,14 +49,23 @@ pub(crate) fn run(args: Args) -> ExitCode {
         let json = match serde_json::to_string(&line) {
             Ok(j) => j,
             Err(e) => {
-                eprintln!("{shown}: cannot encode a decision: {e}");
-                return ExitCode::from(2);
+                failure = Some(format!("cannot encode a decision: {e}"));
+                return ControlFlow::Break(());
             }
         };
         if writeln!(out, "{json}").is_err() {
             // The reader went away (e.g. `| head`): not an error of ours.
-            return ExitCode::SUCCESS;
+            return ControlFlow::Break(());
         }
+        ControlFlow::Continue(())
+    });
+    if let Err(e) = streamed {
+        eprintln!("{shown}: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(why) = failure {
+        eprintln!("{shown}: {why}");
+        return ExitCode::from(2);
     }
     if unmet > 0 {
         eprintln!("{shown}: {unmet} expectation(s) not met");

@@ -8,11 +8,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use vllm_scaling_core::redact_credentials;
 use vllm_scaling_kube::{
-    Context, ControllerConfig, ControllerMetrics, LeaderElector, Leadership, LeaseConfig, SystemClock, bind_http,
-    run as run_controller,
+    Context, ControllerConfig, ControllerMetrics, LeaderElector, Leadership, LeaseConfig, ServeOptions, SystemClock,
+    bind_http_with, run as run_controller,
 };
-use vllm_scaling_prom::{HttpOptions, PodScrapeOptions, PodScraper, PrometheusMetrics, PrometheusOptions, VllmMetrics};
+use vllm_scaling_prom::{
+    CredentialFile, HttpOptions, PodScrapeOptions, PodScraper, PrometheusMetrics, PrometheusOptions, VllmMetrics,
+};
 
 /// Arguments of `run`.
 #[derive(clap::Args, Debug)]
@@ -31,9 +34,30 @@ pub(crate) struct Args {
     /// pods have no reachable endpoint). Without it, metrics are scraped from the pods.
     #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
-    /// Bearer token for Prometheus.
+    /// Bearer token for Prometheus (visible in `ps` as a flag: prefer
+    /// --prometheus-token-file).
     #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_TOKEN", hide_env_values = true)]
     prometheus_token: Option<String>,
+    /// File holding the bearer token for Prometheus, re-read when it changes (a mounted
+    /// Secret or projected token rotates without a restart).
+    #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_TOKEN_FILE", conflicts_with_all = ["prometheus_token", "prometheus_basic_auth_file"])]
+    prometheus_token_file: Option<PathBuf>,
+    /// File holding HTTP basic auth for Prometheus: `user:password` on one line, or the
+    /// user on the first line and the password on the second; re-read when it changes.
+    #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_BASIC_AUTH_FILE", conflicts_with = "prometheus_token")]
+    prometheus_basic_auth_file: Option<PathBuf>,
+    /// PEM file with the CA that signed Prometheus' certificate (added to the system's).
+    #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_CA_FILE")]
+    prometheus_ca_file: Option<PathBuf>,
+    /// The pods' namespace in Prometheus (`namespace` label; default: each policy's own).
+    #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_NAMESPACE")]
+    prometheus_namespace: Option<String>,
+    /// Only Prometheus series of this served model (`model_name` label).
+    #[arg(long, env = "VLLM_AUTOSCALER_PROMETHEUS_MODEL")]
+    prometheus_model: Option<String>,
+    /// Extra label matcher for vLLM series in Prometheus, NAME=VALUE (repeatable).
+    #[arg(long = "prometheus-matcher", value_name = "NAME=VALUE")]
+    prometheus_matchers: Vec<String>,
     /// How often each policy is evaluated (15s, 1m).
     #[arg(long, default_value = "15s", value_parser = crate::cli::duration)]
     sync_period: Duration,
@@ -70,6 +94,20 @@ pub(crate) struct Args {
     /// Policies evaluated at once.
     #[arg(long, default_value_t = 256)]
     concurrency: u16,
+    /// The longest the shutdown after SIGTERM may take, whatever the API server does:
+    /// in-flight evaluations finish, the lease is released (best effort, within half of
+    /// this) and the process exits; what is left is abandoned (an unreleased lease expires
+    /// on its own).
+    #[arg(long, default_value = "10s", value_parser = crate::cli::duration, env = "VLLM_AUTOSCALER_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Duration,
+    /// How long a client of /metrics, /healthz and /readyz has to send its request
+    /// headers before the connection is closed.
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration, env = "VLLM_AUTOSCALER_HTTP_HEADER_TIMEOUT")]
+    http_header_timeout: Duration,
+    /// The most connections to /metrics, /healthz and /readyz open at once; a new one
+    /// closes the oldest, so slow or idle clients cannot starve the kubelet's probes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..), env = "VLLM_AUTOSCALER_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: u16,
     /// Log format: `text` (coloured only on a terminal) or `json` (one object per line;
     /// what deploy/ and the Helm chart set).
     #[arg(long, value_enum, default_value = "text", env = super::logs::LOG_FORMAT_ENV)]
@@ -86,10 +124,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(controller(args)) {
+    let result = runtime.block_on(controller(args));
+    // Tasks still waiting on the API server are abandoned, not waited for: the shutdown
+    // bound is already spent.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = super::logs::chain(&e), "vllm-autoscaler run failed");
+            tracing::error!(error = redact_credentials(&super::logs::chain(&e)), "vllm-autoscaler run failed");
             ExitCode::from(1)
         }
     }
@@ -137,9 +179,32 @@ async fn terminated() {
     }
 }
 
+/// The Prometheus adapter's options from the flags.
+fn prometheus_options(args: &Args, url: &str) -> anyhow::Result<PrometheusOptions> {
+    let mut options = PrometheusOptions::new(url.to_owned());
+    options.http.bearer_token.clone_from(&args.prometheus_token);
+    if let Some(path) = &args.prometheus_token_file {
+        options.http.credential_file = Some(CredentialFile::BearerToken(path.clone()));
+    }
+    if let Some(path) = &args.prometheus_basic_auth_file {
+        options.http.credential_file = Some(CredentialFile::BasicAuth(path.clone()));
+    }
+    if let Some(path) = &args.prometheus_ca_file {
+        options.http.ca_pem =
+            Some(std::fs::read(path).with_context(|| format!("cannot read --prometheus-ca-file {}", path.display()))?);
+    }
+    options.namespace.clone_from(&args.prometheus_namespace);
+    options.model_name.clone_from(&args.prometheus_model);
+    for m in &args.prometheus_matchers {
+        let (k, v) = m.split_once('=').with_context(|| format!("--prometheus-matcher {m}: expected NAME=VALUE"))?;
+        options.extra_matchers.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(options)
+}
+
 async fn controller(args: Args) -> anyhow::Result<()> {
     let config = kube_config(&args).await?;
-    tracing::info!(cluster = %config.cluster_url, "connecting to the API server");
+    tracing::info!(cluster = redact_credentials(&config.cluster_url.to_string()), "connecting to the API server");
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
 
     let scraper = PodScraper::new(PodScrapeOptions {
@@ -149,13 +214,26 @@ async fn controller(args: Args) -> anyhow::Result<()> {
     .context("building the pod scraper")?;
     let metrics = match &args.prometheus_url {
         Some(url) => {
-            let mut options = PrometheusOptions::new(url.clone());
-            options.http.bearer_token.clone_from(&args.prometheus_token);
-            let prometheus =
-                PrometheusMetrics::new(options).with_context(|| format!("configuring Prometheus at {url}"))?;
+            let options = prometheus_options(&args, url)?;
+            let prometheus = PrometheusMetrics::new(options)
+                .with_context(|| format!("configuring Prometheus at {}", redact_credentials(url)))?;
             VllmMetrics::prometheus(prometheus, Some(scraper))
         }
-        None => VllmMetrics::pods(scraper),
+        None => {
+            let prometheus_only = [
+                ("--prometheus-token", args.prometheus_token.is_some()),
+                ("--prometheus-token-file", args.prometheus_token_file.is_some()),
+                ("--prometheus-basic-auth-file", args.prometheus_basic_auth_file.is_some()),
+                ("--prometheus-ca-file", args.prometheus_ca_file.is_some()),
+                ("--prometheus-namespace", args.prometheus_namespace.is_some()),
+                ("--prometheus-model", args.prometheus_model.is_some()),
+                ("--prometheus-matcher", !args.prometheus_matchers.is_empty()),
+            ];
+            if let Some((flag, _)) = prometheus_only.iter().find(|(_, set)| *set) {
+                anyhow::bail!("{flag} needs --prometheus-url");
+            }
+            VllmMetrics::pods(scraper)
+        }
     };
 
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -181,6 +259,9 @@ async fn controller(args: Args) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let stop_on_signal = stop_tx.clone();
+    let mut stop_seen = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -190,11 +271,14 @@ async fn controller(args: Args) -> anyhow::Result<()> {
     tokio::spawn(async move {
         terminated().await;
         tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        let _ = stop_on_signal.send(true);
     });
 
     let ready = Arc::new(AtomicBool::new(false));
-    let (addr, serve) = bind_http(args.metrics_addr, telemetry.clone(), ready.clone(), stopped())
+    let serve_options = ServeOptions::default()
+        .with_header_read_timeout(args.http_header_timeout)
+        .with_max_connections(usize::from(args.http_max_connections));
+    let (addr, serve) = bind_http_with(args.metrics_addr, serve_options, telemetry.clone(), ready.clone(), stopped())
         .await
         .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
@@ -202,7 +286,8 @@ async fn controller(args: Args) -> anyhow::Result<()> {
 
     let elector = if args.leader_elect {
         let namespace = args.lease_namespace.clone().unwrap_or_else(|| "default".to_owned());
-        let lease = LeaseConfig::new(args.lease_name.clone(), namespace, identity.clone());
+        let mut lease = LeaseConfig::new(args.lease_name.clone(), namespace, identity.clone());
+        lease.release_timeout = args.shutdown_timeout / 2;
         let gauge = telemetry.clone();
         let elector = LeaderElector::new(client, lease, Arc::new(SystemClock), leadership).on_change(move |leading| {
             gauge.leader.set(i64::from(leading));
@@ -217,17 +302,41 @@ async fn controller(args: Args) -> anyhow::Result<()> {
         identity,
         sync_period = ?args.sync_period,
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
-        prometheus = args.prometheus_url.as_deref().unwrap_or("(none: pods only)"),
+        prometheus = args.prometheus_url.as_deref().map_or_else(|| "(none: pods only)".to_owned(), redact_credentials),
         dry_run = args.dry_run,
         leader_elect = args.leader_elect,
         "vllm-autoscaler controller starting"
     );
-    run_controller(ctx, ready, stopped()).await;
-    if let Some(elector) = elector {
-        // Releases the lease so a standby takes over at once.
-        let _ = elector.await;
+    let controller = run_controller(ctx, ready, stopped());
+    tokio::pin!(controller);
+    let ended_early = tokio::select! {
+        () = &mut controller => true,
+        _ = stop_seen.wait_for(|s| *s) => false,
+    };
+    if ended_early {
+        tracing::warn!("the controller stopped on its own; shutting down");
+        let _ = stop_tx.send(true);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    // From the stop signal on, everything is bounded by --shutdown-timeout: in-flight
+    // evaluations, the lease release and the HTTP server may all wait on an unreachable
+    // API server.
+    let shutdown_timeout = args.shutdown_timeout;
+    let finish = async {
+        if !ended_early {
+            controller.await;
+        }
+        if let Some(elector) = elector {
+            // Releases the lease so a standby takes over at once.
+            let _ = elector.await;
+        }
+        let _ = http.await;
+    };
+    if tokio::time::timeout(shutdown_timeout, finish).await.is_err() {
+        tracing::warn!(
+            ?shutdown_timeout,
+            "the shutdown did not finish in time (is the API server reachable?): exiting anyway"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1813,7 +1813,7 @@ mod tests {
     }
 
     fn down_window_secs(p: &ResolvedPolicy) -> u64 {
-        p.behavior.as_ref().map(|b| b.scale_down.stabilization_window.as_secs()).unwrap_or_default()
+        p.scale_down_stabilization(crate::DEFAULT_DOWNSCALE_STABILIZATION).as_secs()
     }
 
     #[test]
