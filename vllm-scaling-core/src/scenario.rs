@@ -314,9 +314,12 @@ impl Scenario {
     /// Checks and replays a scenario's text step by step, calling `on_line` with each
     /// step's index, decision and output line as soon as it is evaluated, without holding
     /// the steps or the decisions: memory stays bounded by one step, whatever the number
-    /// of steps (JSON text is read as it goes; YAML text keeps its parsed events). The text
-    /// is read three times: the policy and controller settings, then every step is checked
-    /// (so a malformed scenario calls `on_line` for no step), then replayed. `on_line`
+    /// of steps. The text is read three times: the policy and controller settings, then
+    /// every step is checked (so a malformed scenario calls `on_line` for no step), then
+    /// replayed. JSON text is read by serde_json as it goes. A YAML text whose `steps` are
+    /// a top-level block sequence (`steps:` then `- ...` items) is cut into its items, each
+    /// parsed alone, so the YAML parser never holds more than one step either; other YAML
+    /// shapes (a flow sequence, anchors, aliases) are parsed as one document. `on_line`
     /// returns [`ControlFlow::Break`] to stop early. Returns the number of steps replayed.
     ///
     /// # Errors
@@ -327,30 +330,29 @@ impl Scenario {
         mut on_line: impl FnMut(usize, &Decision, ReplayLine) -> ControlFlow<()>,
     ) -> Result<usize, ScenarioError> {
         let json = looks_like_json(text);
-        let header: RawHeader = run_pass(text, json, std::marker::PhantomData)?;
+        let yaml = if json { None } else { yaml_steps(text) };
+        let header: RawHeader = match &yaml {
+            Some(y) => run_pass(&y.header, false, std::marker::PhantomData)?,
+            None => run_pass(text, json, std::marker::PhantomData)?,
+        };
         let (_, resolved) = policy_from_value(header.policy).map_err(ScenarioError::Policy)?;
-        if header.steps.0 == 0 {
+        // A block sequence starts with an item.
+        if yaml.is_none() && header.steps.0 == 0 {
             return Err(no_steps());
         }
+        let pass = |on_step: &mut dyn FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>| match &yaml {
+            Some(y) => yaml_item_pass(y, on_step),
+            None => run_pass(text, json, StepsOnly { on_step }),
+        };
         let mut checker = StepChecker::new(&resolved);
-        run_pass(
-            text,
-            json,
-            StepsOnly { on_step: &mut |i, step: ScenarioStep| checker.check(i, &step).map(|()| true) },
-        )?;
+        pass(&mut |i, step| checker.check(i, &step).map(|()| true))?;
         let mut replayer = Replayer::new(resolved, header.controller.engine_config());
         let mut replayed = 0usize;
-        run_pass(
-            text,
-            json,
-            StepsOnly {
-                on_step: &mut |i, step: ScenarioStep| {
-                    let (decision, line) = replayer.step(&step)?;
-                    replayed += 1;
-                    Ok(on_line(i, &decision, line).is_continue())
-                },
-            },
-        )?;
+        pass(&mut |i, step| {
+            let (decision, line) = replayer.step(&step)?;
+            replayed += 1;
+            Ok(on_line(i, &decision, line).is_continue())
+        })?;
         Ok(replayed)
     }
 }
@@ -590,7 +592,7 @@ impl<'de> Deserialize<'de> for StepCount {
 
 /// Passes two and three: the document's `steps`, handed to `on_step` one at a time
 /// (which returns whether to go on); every other key is skipped.
-struct StepsOnly<'a, F> {
+struct StepsOnly<'a, F: ?Sized> {
     on_step: &'a mut F,
 }
 
@@ -598,14 +600,14 @@ struct StepsOnly<'a, F> {
 const STOPPED: &str = "\u{0}replay stopped";
 
 /// The step error of the pass in progress (a deserializer error can only carry text).
-struct PassState<'a, F> {
+struct PassState<'a, F: ?Sized> {
     on_step: &'a mut F,
     failed: Option<ScenarioError>,
 }
 
 impl<'de, F> DeserializeSeed<'de> for &mut PassState<'_, F>
 where
-    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError> + ?Sized,
 {
     type Value = ();
 
@@ -616,7 +618,7 @@ where
 
 impl<'de, F> Visitor<'de> for &mut PassState<'_, F>
 where
-    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError> + ?Sized,
 {
     type Value = ();
 
@@ -636,11 +638,11 @@ where
     }
 }
 
-struct StepSeq<'s, 'a, F>(&'s mut PassState<'a, F>);
+struct StepSeq<'s, 'a, F: ?Sized>(&'s mut PassState<'a, F>);
 
 impl<'de, F> DeserializeSeed<'de> for StepSeq<'_, '_, F>
 where
-    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError> + ?Sized,
 {
     type Value = ();
 
@@ -651,7 +653,7 @@ where
 
 impl<'de, F> Visitor<'de> for StepSeq<'_, '_, F>
 where
-    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError> + ?Sized,
 {
     type Value = ();
 
@@ -690,7 +692,7 @@ impl<T: de::DeserializeOwned> Pass for std::marker::PhantomData<T> {
 
 impl<F> Pass for StepsOnly<'_, F>
 where
-    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+    F: FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError> + ?Sized,
 {
     type Output = ();
     fn run<'de, D: de::Deserializer<'de>>(self, d: D) -> Result<(), ScenarioError> {
@@ -706,6 +708,149 @@ where
             Err(e) => Err(malformed(serde_path_to_error::Error::new(track.path(), e))),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// YAML steps one at a time: the YAML parser holds a whole document's events, so a
+// top-level block sequence `steps:` is cut into its items, each parsed on its own.
+
+/// A YAML text whose `steps` are a top-level block sequence.
+struct YamlSteps<'a> {
+    /// The text with the sequence replaced by `[]` (the policy and controller settings).
+    header: String,
+    /// The sequence's text: its items, from the first `-`.
+    region: &'a str,
+    /// Lines before the region.
+    region_line: usize,
+    /// The items' indentation.
+    indent: usize,
+}
+
+fn is_blank_or_comment(line: &str) -> bool {
+    let t = line.trim_start_matches(' ');
+    t.trim_end().is_empty() || t.starts_with('#')
+}
+
+fn indentation(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// Whether `line` starts a block sequence item at indentation `d`.
+fn starts_item(line: &str, d: usize) -> bool {
+    indentation(line) == d && {
+        let rest = line[d..].trim_end_matches(['\n', '\r']);
+        rest == "-" || rest.starts_with("- ")
+    }
+}
+
+/// The top-level `steps:` block sequence of a YAML text; `None` for any other shape (a
+/// flow sequence, anchors or aliases, tabs), which is then parsed as one document.
+fn yaml_steps(text: &str) -> Option<YamlSteps<'_>> {
+    let mut lines = text.split_inclusive('\n').scan(0usize, |offset, line| {
+        let at = *offset;
+        *offset += line.len();
+        Some((at, line))
+    });
+    let mut line_no = 0usize;
+    let key_at = loop {
+        let (at, line) = lines.next()?;
+        line_no += 1;
+        let is_key = line.strip_prefix("steps:").is_some_and(|rest| {
+            let rest = rest.trim_start_matches(' ').trim_end_matches(['\n', '\r']);
+            rest.is_empty() || rest.starts_with('#')
+        });
+        if is_key {
+            break at;
+        }
+    };
+    let (region_start, first) = loop {
+        let (at, line) = lines.next()?;
+        line_no += 1;
+        if !is_blank_or_comment(line) {
+            break (at, line);
+        }
+    };
+    let region_line = line_no - 1;
+    let indent = indentation(first);
+    if !starts_item(first, indent) {
+        return None;
+    }
+    let region_end = lines
+        .find(|(_, line)| !is_blank_or_comment(line) && !starts_item(line, indent) && indentation(line) <= indent)
+        .map_or(text.len(), |(at, _)| at);
+    let region = &text[region_start..region_end];
+    if region.contains(['&', '*', '\t']) {
+        return None;
+    }
+    let mut header = String::with_capacity(text.len() - region.len() + 12);
+    header.push_str(&text[..key_at]);
+    header.push_str("steps: []\n");
+    header.push_str(&text[region_end..]);
+    Some(YamlSteps { header, region, region_line, indent })
+}
+
+impl<'a> YamlSteps<'a> {
+    /// Each item's text (from its `-`) and the number of lines before it in the text.
+    fn items(&self) -> impl Iterator<Item = (&'a str, usize)> + 'a {
+        let indent = self.indent;
+        let mut rest = self.region;
+        let mut line = self.region_line;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            // The item runs to the next line that starts an item at the same indentation.
+            let mut end = 0;
+            let mut lines = 0;
+            for (i, l) in rest.split_inclusive('\n').enumerate() {
+                if i > 0 && starts_item(l, indent) {
+                    break;
+                }
+                end += l.len();
+                lines += 1;
+            }
+            let item = &rest[..end];
+            rest = &rest[end..];
+            let before = line;
+            line += lines;
+            Some((item, before))
+        })
+    }
+}
+
+/// Parses and hands on each item of a [`YamlSteps`] (a step each), with paths and line
+/// numbers as in the whole document.
+fn yaml_item_pass(
+    steps: &YamlSteps<'_>,
+    on_step: &mut dyn FnMut(usize, ScenarioStep) -> Result<bool, ScenarioError>,
+) -> Result<(), ScenarioError> {
+    for (i, (item, lines_before)) in steps.items().enumerate() {
+        let de = serde_yaml_ng::Deserializer::from_str(item);
+        let one: Vec<ScenarioStep> = serde_path_to_error::deserialize(de).map_err(|e| {
+            let inner = e.inner();
+            let mut reason = inner.to_string();
+            if let Some(at) = inner.location() {
+                reason = reason.replace(
+                    &format!("at line {} column {}", at.line(), at.column()),
+                    &format!("at line {} column {}", at.line() + lines_before, at.column()),
+                );
+            }
+            // The parser's message starts with its own path, here within the item.
+            if let Some(rest) = reason.strip_prefix(".[0]").or_else(|| reason.strip_prefix("[0]")) {
+                reason = format!("steps[{i}]{rest}");
+            }
+            let path = e.path().to_string();
+            let under = path.strip_prefix("[0]").unwrap_or_default();
+            ScenarioError::Malformed { path: format!("steps[{i}]{under}"), reason }
+        })?;
+        // An item is one sequence entry, so one step.
+        for step in one {
+            if !on_step(i, step)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// JSON text is read by serde_json, which streams; anything else by the YAML parser.
@@ -890,5 +1035,42 @@ steps:
         // Break stops after the first line.
         let n = Scenario::stream(BASIC, |_, _, _| ControlFlow::Break(())).unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn yaml_block_steps_are_cut_into_items_with_paths_and_lines_kept() {
+        let text = "# a scenario\npolicy:\n  maxReplicas: 10\n  scalingRules:\n    - {metric: queue_length, threshold: 10}\nsteps:   # the steps\n\n- at: 0\n  currentReplicas: 3\n  # a comment\n  metrics: {queue_length: 60}\n-   at: 15\n    metrics:\n      queue_length: 5\n- {at: 30}\ncontroller: {syncPeriodSeconds: 15}\n";
+        let y = yaml_steps(text).expect("a block sequence");
+        let items: Vec<(&str, usize)> = y.items().collect();
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert_eq!(items[1], ("-   at: 15\n    metrics:\n      queue_length: 5\n", 11));
+        assert_eq!(items[2].0, "- {at: 30}\n");
+        assert!(y.header.contains("steps: []\ncontroller:"), "{}", y.header);
+        // The items give what the whole document gives.
+        let whole: Vec<ReplayLine> =
+            Scenario::parse(text).unwrap().replay().unwrap().into_iter().map(|(_, l)| l).collect();
+        let mut streamed = Vec::new();
+        Scenario::stream(text, |_, _, l| {
+            streamed.push(l);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(streamed, whole);
+        // Indented items, as BASIC has them.
+        assert!(yaml_steps(BASIC).is_some());
+        // An error inside an item names the step and the line in the whole text.
+        let bad = text.replace("queue_length: 5", "queue_length: five");
+        let e = Scenario::stream(&bad, |_, _, _| ControlFlow::Continue(())).unwrap_err().to_string();
+        assert!(e.starts_with("steps[1].metrics.queue_length: "), "{e}");
+        let whole_e = Scenario::parse(&bad).unwrap_err().to_string();
+        assert_eq!(e, whole_e);
+        // Other shapes are parsed whole.
+        for other in [
+            "policy: {maxReplicas: 1, scalingRules: [{metric: queue_length, threshold: 1}]}\nsteps: [{at: 0, currentReplicas: 1}]\n",
+            "policy: {maxReplicas: 1, scalingRules: [{metric: queue_length, threshold: 1}]}\nsteps:\n  - &s {at: 0, currentReplicas: 1}\n  - *s\n",
+        ] {
+            assert!(yaml_steps(other).is_none(), "{other}");
+            assert!(Scenario::stream(other, |_, _, _| ControlFlow::Continue(())).is_ok(), "{other}");
+        }
     }
 }
