@@ -52,30 +52,14 @@ fn catalog_metric(series: &str) -> Option<(&'static str, f64)> {
     })
 }
 
-/// A Kubernetes quantity (`10`, `500m`, `1.5k`, `2Ki`) as a number.
+/// A Kubernetes quantity (`10`, `500m`, `1.5k`, `2Ki`) as a number: a JSON number, or text
+/// in `resource.Quantity`'s grammar, read by the same parser as the policy's tolerances.
 fn quantity(v: &Value) -> Result<f64, String> {
     if let Some(n) = v.as_f64() {
         return Ok(n);
     }
-    let text = v.as_str().ok_or_else(|| format!("`{v}` is not a quantity"))?.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a quantity"))?;
-    let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("`{text}` is not a quantity (unknown suffix `{suffix}`)")),
-    };
-    Ok(number * factor)
+    let text = v.as_str().ok_or_else(|| format!("`{v}` is not a quantity"))?;
+    vllm_scaling_core::parse_quantity(text.trim())
 }
 
 /// Rounds away float noise of a scaled threshold (`0.8 * 100` is `80.00000000000001`).
