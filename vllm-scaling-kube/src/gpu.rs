@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -381,23 +381,7 @@ impl GpuExporters {
     }
 
     async fn fetch(&self, url: &str) -> Result<String, String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-        let work = async {
-            let response = self.http.get(uri).await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
-            if !response.status().is_success() {
-                return Err(format!("GET {url}: HTTP {}", response.status()));
-            }
-            let body = Limited::new(response.into_body(), MAX_PAGE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("reading {url}: {e}"))?
-                .to_bytes();
-            String::from_utf8(body.to_vec()).map_err(|_| format!("{url} returned a page that is not UTF-8"))
-        };
-        match tokio::time::timeout(self.scrape_timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("GET {url}: no answer within {:?}", self.scrape_timeout)),
-        }
+        vllm_scaling_prom::fetch_page(&self.http, url, MAX_PAGE_BYTES, self.scrape_timeout).await
     }
 
     /// Reads the GPU `auto` rules among `rules` for the target's `pods` (in `namespace`)

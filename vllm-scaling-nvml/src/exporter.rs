@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -222,23 +222,7 @@ impl<D: GpuDevices + 'static> Exporter<D> {
     }
 
     async fn scrape(&self, url: &str) -> Result<String, String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-        let fetch = async {
-            let response = self.client.get(uri).await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
-            if !response.status().is_success() {
-                return Err(format!("GET {url}: HTTP {}", response.status()));
-            }
-            let body = Limited::new(response.into_body(), MAX_PAGE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("reading {url}: {e}"))?
-                .to_bytes();
-            String::from_utf8(body.to_vec()).map_err(|_| format!("{url} returned a page that is not UTF-8"))
-        };
-        match tokio::time::timeout(self.config.scrape_timeout, fetch).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("GET {url}: no answer within {:?}", self.config.scrape_timeout)),
-        }
+        vllm_scaling_prom::fetch_page(&self.client, url, MAX_PAGE_BYTES, self.config.scrape_timeout).await
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -58,6 +58,7 @@ pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+mod page;
 mod pods;
 #[cfg(feature = "prometheus")]
 mod prometheus;
@@ -70,6 +71,7 @@ pub mod test_util;
 
 pub use error::Error;
 pub use http::{CredentialFile, HttpOptions};
+pub use page::{PageClient, fetch_page};
 pub use pods::{PodScrape, PodScrapeOptions, PodScraper};
 #[cfg(feature = "prometheus")]
 pub use prometheus::{PrometheusMetrics, PrometheusOptions};
