@@ -6,8 +6,9 @@
 //!   back-and-forth at the edge of the survivors check aside);
 //! - zero traffic: the fleet reaches `minReplicas` (and zero when scale-to-zero is set);
 //! - a step up in load: the policy decides within one sync period of its 30 s
-//!   arrival-rate window seeing the step, and the ready fleet covers the new load within
-//!   a cold start and a sync period of that;
+//!   arrival-rate window seeing the step, and the ready fleet covers the new load (as far
+//!   as the window's Poisson noise lets it be read) within a cold start and a sync period
+//!   of that;
 //! - any load: replicas never leave `[minReplicas, maxReplicas]`, and no scale-down
 //!   follows a scale-up within one scale-down stabilization window (so at most one
 //!   up→down change of direction per window);
@@ -158,8 +159,9 @@ proptest! {
     }
 
     /// A step up in load: a scale-up is decided within one sync period of the rate window
-    /// seeing the step, and the ready fleet covers the new load a cold start, a sync
-    /// period and the rate window after the step.
+    /// seeing the step, and the ready fleet covers the new load (as far as a 30 s window
+    /// of Poisson arrivals can tell it) a cold start, a sync period and the rate window
+    /// after the step.
     #[test]
     fn step_up_is_met_within_a_cold_start_and_a_sync(low in 5.0f64..20.0, factor in 2.0f64..5.0, seed in any::<u64>()) {
         let high = low * factor;
@@ -168,8 +170,12 @@ proptest! {
         let requests = arrivals(|t| if t < step_at { low } else { high }, high, duration, seed);
         let initial = (low / TARGET_RPS).ceil() as u32;
         let result = run(recommended(1, 100), &requests, initial);
-        // Met: no replica above its target by more than the policy's 5 % scale-up tolerance.
-        let need = (high / (TARGET_RPS * 1.05)).ceil() as i32;
+        // Met: no replica above its target by more than the policy's 5 % scale-up tolerance,
+        // at any rate the 30 s window can read. A Poisson count over the window is noisy
+        // (sd sqrt(rate / window)), so a rate just past a replica boundary can honestly read
+        // below it: the need is taken at three standard deviations under the true rate.
+        let readable = high - 3.0 * (high / RATE_WINDOW_SECS).sqrt();
+        let need = (readable / (TARGET_RPS * 1.05)).ceil() as i32;
         let before = spec_after(initial as i32, &result.scale_log, step_at);
         if before < need {
             let first_up = result.scale_log.iter().find(|c| c.at_secs >= step_at && c.to > c.from);
