@@ -76,6 +76,11 @@ enum Command {
         after_help = "Examples:\n  vllm-autoscaler run --kubeconfig ~/.kube/config --dry-run\n  vllm-autoscaler run --prometheus-url http://prometheus:9090 --sync-period 30s --leader-elect"
     )]
     Run(Box<cmd::run::Args>),
+    /// Serve KEDA's external scaler protocol (gRPC): KEDA's HPA applies the engine's decisions.
+    #[command(
+        after_help = "Examples:\n  vllm-autoscaler keda-scaler --listen 0.0.0.0:9443 --tls-cert-file tls.crt --tls-key-file tls.key\n  vllm-autoscaler keda-scaler --listen 127.0.0.1:9443 --insecure-no-tls --kubeconfig ~/.kube/config\n\nA ScaledObject's trigger (type external-push) names a policy: metadata: {scalerAddress: HOST:9443, policy: NAME}."
+    )]
+    KedaScaler(Box<cmd::keda_scaler::Args>),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     #[command(
         after_help = "Examples:\n  vllm-autoscaler completions bash > ~/.local/share/bash-completion/completions/vllm-autoscaler\n  vllm-autoscaler completions zsh > \"${fpath[1]}/_vllm-autoscaler\"\n  vllm-autoscaler completions fish > ~/.config/fish/completions/vllm-autoscaler.fish"
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Command::GpuExporter(args) => cmd::gpu_exporter::run(*args),
         Command::Crd(args) => cmd::crd::run(args),
         Command::Run(args) => cmd::run::run(*args),
+        Command::KedaScaler(args) => cmd::keda_scaler::run(*args),
         Command::Completions(args) => completions(args.shell),
     }
 }

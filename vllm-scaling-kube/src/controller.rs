@@ -48,6 +48,7 @@ use crate::error::Error;
 use crate::events::EventPublisher;
 use crate::gpu::GpuExporters;
 use crate::lease::Leadership;
+use crate::publish::{DecisionBoard, Outcome, Published, drives, is_inline};
 use crate::scale::{KubeScale, RequestError, ScaleError, timed};
 use crate::telemetry::{
     ControllerMetrics, Direction, DirectionLabels, ErrorKind, PolicyLabels, RuleLabels, ScaleDirectionLabels,
@@ -84,6 +85,10 @@ pub struct ControllerConfig {
     /// needs (see [`reconcile`]); otherwise at most this often, which refreshes
     /// `lastEvaluationTime` and the rules' observed values. Zero writes every evaluation.
     pub status_interval: Duration,
+    /// When publishing decisions ([`Context::publishing_to`]): how often a policy at zero
+    /// replicas, or one that wants zero, is evaluated instead of every sync period, so an
+    /// activation is seen within about this long (`keda-scaler --activation-period`, 1 s).
+    pub activation_period: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -99,11 +104,19 @@ impl Default for ControllerConfig {
             namespace: None,
             identity: CONTROLLER_NAME.to_owned(),
             status_interval: Duration::from_secs(60),
+            activation_period: Duration::from_secs(1),
         }
     }
 }
 
 impl ControllerConfig {
+    /// Sets the activation period (builder style; see [`ControllerConfig::activation_period`]).
+    #[must_use]
+    pub fn with_activation_period(mut self, period: Duration) -> Self {
+        self.activation_period = period;
+        self
+    }
+
     /// Sets the sync period, and the cache TTL to match (builder style).
     #[must_use]
     pub fn with_sync_period(mut self, sync_period: Duration) -> Self {
@@ -182,6 +195,8 @@ struct PolicyRuntime {
     rule_labels: Vec<(String, String)>,
     /// The last status this controller wrote, as compared for the next write.
     written: Option<Written>,
+    /// When publishing: the target's replicas at the last evaluation.
+    seen_replicas: Option<i32>,
 }
 
 /// What [`write_status`] remembers of the last status it wrote.
@@ -214,6 +229,8 @@ pub struct Context<M> {
     claims: Mutex<HashMap<String, Arc<Claims>>>,
     /// GPU `auto` rules are read from the node exporters of the target's pods.
     gpu: Option<GpuExporters>,
+    /// Where decisions go instead of `/scale`, when another actuator applies them.
+    board: Option<Arc<DecisionBoard>>,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -244,7 +261,51 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
             runtimes: Mutex::new(HashMap::new()),
             policy_store: std::sync::OnceLock::new(),
             claims: Mutex::new(HashMap::new()),
+            board: None,
         }
+    }
+
+    /// Publishes every decision on `board` instead of writing `/scale`, and evaluates only
+    /// the policies a KEDA ScaledObject drives (builder style; see [`crate::publish`]).
+    /// This is how the KEDA external scaler runs the controller.
+    #[must_use]
+    pub fn publishing_to(mut self, board: Arc<DecisionBoard>) -> Self {
+        self.board = Some(board);
+        self
+    }
+
+    /// The board decisions are published on, when publishing.
+    #[must_use]
+    pub fn board(&self) -> Option<&Arc<DecisionBoard>> {
+        self.board.as_ref()
+    }
+
+    /// The time by this context's clock.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The API client.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A watched policy, once [`run`] watches them: `Ok(None)` when there is no such
+    /// policy, `Err(())` while the watch has not listed them yet (or [`run`] is not
+    /// running).
+    ///
+    /// # Errors
+    /// `Err(())` when the policies are not known yet.
+    #[allow(clippy::result_unit_err)]
+    pub fn watched_policy(&self, namespace: &str, name: &str) -> Result<Option<Arc<DynamicObject>>, ()> {
+        let store = self.policy_store.get().ok_or(())?;
+        // Ready once the watch's first list is in (it never becomes unready).
+        if !matches!(futures::FutureExt::now_or_never(store.wait_until_ready()), Some(Ok(()))) {
+            return Err(());
+        }
+        Ok(store.get(&kube::runtime::reflector::ObjectRef::new_with(name, policy_resource()).within(namespace)))
     }
 
     /// Uses `clock` instead of the wall clock (builder style; tests use a `FakeClock` at a
@@ -335,6 +396,10 @@ impl<M: GetScalingMetrics + 'static> Context<M> {
     }
 
     async fn publish_on(&self, subject: &Subject, type_: EventType, reason: &str, action: &str, note: String) {
+        if is_inline(&subject.name) {
+            // An inline policy has no object to attach an event to.
+            return;
+        }
         let note = bounded(note, MAX_NOTE_BYTES);
         let event =
             Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
@@ -466,7 +531,7 @@ pub(crate) fn policy_resource() -> ApiResource {
 ///
 /// # Errors
 /// The spec's decode error, with the path of the offending field.
-pub(crate) fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyResource, String> {
+pub fn decode_policy(object: &DynamicObject) -> Result<VllmScalingPolicyResource, String> {
     let spec = decode_spec(object)?;
     let status = match object.data.get("status").filter(|s| !s.is_null()) {
         None => None,
@@ -620,6 +685,10 @@ async fn evaluate_undecodable<M: GetScalingMetrics + 'static>(
     error: &str,
     now: Timestamp,
 ) -> Next {
+    if let Some(why) = not_ours(ctx, &subject.namespace, &subject.name).await {
+        tracing::debug!(namespace = subject.namespace, policy = subject.name, why, "left to the other controller");
+        return Next::Period;
+    }
     // No spec, so no engine: a fixed policy starts from the history in its status.
     rt.engine = None;
     status.observed_generation = meta.generation;
@@ -650,6 +719,14 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     name: &str,
     now: Timestamp,
 ) -> Next {
+    if let Some(why) = not_ours(ctx, namespace, name).await {
+        tracing::debug!(namespace, policy = name, why, "left to the other controller");
+        if let Some(board) = &ctx.board {
+            let current_replicas = policy.status.as_ref().and_then(|s| s.current_replicas);
+            board.publish(namespace, name, Outcome::NotDecided { reason: why, current_replicas, at: now });
+        }
+        return Next::Period;
+    }
     let labels = PolicyLabels { namespace: namespace.to_owned(), policy: name.to_owned() };
     // The stored status (our last write, echoed by the watch) is the starting point; the
     // controller keeps no second copy per policy.
@@ -703,6 +780,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         .get_or_create(&labels)
         .set(i64::try_from(down_window.as_secs()).unwrap_or(i64::MAX));
 
+    let mut seen_replicas = rt.seen_replicas;
     // The engine: restored from the status history on first sight.
     let engine = match rt.engine.as_mut() {
         Some(engine) => {
@@ -749,7 +827,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     status.target = Some(target.clone());
 
     // 3. Refuse to fight.
-    if let Some(blocked) = other_autoscaler(ctx, namespace, &target).await {
+    if let Some(blocked) = other_autoscaler(ctx, namespace, name, &target).await {
         block(ctx, policy, &mut status, &blocked, now).await;
         write_status(ctx, rt, policy, status, now).await;
         return Next::Period;
@@ -790,6 +868,16 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     };
     let current = scale.replicas;
     let status_replicas = scale.status_replicas;
+    if ctx.board.is_some() {
+        // Another actuator (KEDA's HPA) scales: what it did enters the engine's scale
+        // history when seen, for the behavior's rate limits.
+        if let Some(seen) = seen_replicas
+            && seen != current
+        {
+            engine.record_scale(now, seen, current);
+        }
+        seen_replicas = Some(current);
+    }
     let selector = scale.selector.clone().unwrap_or_default();
     status.selector = (!selector.is_empty()).then(|| selector.clone());
     status.current_replicas = Some(current);
@@ -862,6 +950,7 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
     };
     let scale_now = CurrentScale { replicas: current, status_replicas };
     let decision = engine.evaluate(now, scale_now, &observed);
+    rt.seen_replicas = seen_replicas;
     record_decision(ctx, rt, &labels, &resolved, &decision, now);
     let failed: Vec<String> = decision
         .rules
@@ -975,6 +1064,18 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
             format!("observe mode: would scale {current} -> {}, not applied", decision.desired_replicas),
             now,
         );
+    } else if decision.actuate && ctx.board.is_some() {
+        set_condition(
+            &mut status.conditions,
+            "AbleToScale",
+            true,
+            "Published",
+            format!(
+                "{current} -> {} published for KEDA's HPA to apply: {}",
+                decision.desired_replicas, decision.explanation
+            ),
+            now,
+        );
     } else if decision.actuate && ctx.config.dry_run {
         set_condition(
             &mut status.conditions,
@@ -1063,9 +1164,49 @@ async fn evaluate<M: GetScalingMetrics + 'static>(
         );
     }
 
+    if ctx.board.is_some() && (current == 0 || decision.desired_replicas == 0) {
+        // At zero (or on the way there) an activation must be seen soon, not a sync
+        // period later.
+        let soon = now.saturating_add(ctx.config.activation_period);
+        if let Next::At(at) = next {
+            next = Next::At(at.min(soon));
+        }
+    }
     status.history = rt.engine.as_ref().map(|e| e.state().clone());
     write_status(ctx, rt, policy, status, now).await;
     next
+}
+
+/// `None` when this controller evaluates the policy, else why the other one does (see
+/// [`crate::publish`]): the one writing `/scale` leaves the policies a KEDA ScaledObject
+/// drives to the publishing one, which evaluates only those.
+async fn not_ours<M: GetScalingMetrics + 'static>(ctx: &Context<M>, namespace: &str, name: &str) -> Option<String> {
+    let publishing = ctx.board.is_some();
+    if is_inline(name) {
+        return (!publishing).then(|| "an inline policy of a ScaledObject is the KEDA scaler's".to_owned());
+    }
+    match ctx.scale.cached_list(namespace, &scaled_object_resource()).await {
+        Ok(list) => {
+            let driver = list.as_ref().and_then(|l| l.iter().find(|so| drives(so, namespace, name)));
+            match (publishing, driver) {
+                (false, Some(so)) => Some(format!(
+                    "KEDA ScaledObject {namespace}/{} drives it through the external scaler (vllm-autoscaler keda-scaler)",
+                    so["metadata"]["name"].as_str().unwrap_or_default()
+                )),
+                (true, None) => Some(format!(
+                    "no KEDA ScaledObject in {namespace} names this policy in an external trigger's metadata.policy"
+                )),
+                _ => None,
+            }
+        }
+        // Cannot tell: the controller writing `/scale` goes on (its conflict check warns
+        // too); the publishing one waits.
+        Err(e) => publishing.then(|| format!("listing KEDA ScaledObjects in {namespace} failed: {e}")),
+    }
+}
+
+fn scaled_object_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"), "scaledobjects")
 }
 
 /// The annotation that holds a policy (KEDA's `autoscaling.keda.sh/paused`, for this CRD):
@@ -1283,6 +1424,13 @@ async fn write_status_on<M: GetScalingMetrics + 'static>(
     status: PolicyStatus,
     now: Timestamp,
 ) {
+    if let Some(board) = &ctx.board {
+        board.publish(&subject.namespace, &subject.name, outcome_of(&status, now));
+    }
+    if is_inline(&subject.name) {
+        // An inline policy has no object: its history lives in the engine only.
+        return;
+    }
     let interval = ctx.config.status_interval;
     let written = Written {
         fingerprint: status_fingerprint(&status),
@@ -1316,6 +1464,27 @@ async fn write_status_on<M: GetScalingMetrics + 'static>(
             ctx.count_error_on(subject, ErrorKind::Status);
             tracing::warn!(namespace, policy = name, error = %e, "writing the policy status failed");
         }
+    }
+}
+
+/// What an evaluation that ends with `status` publishes: its decision when it made one.
+fn outcome_of(status: &PolicyStatus, now: Timestamp) -> Outcome {
+    let explanation = status.explanation.clone().unwrap_or_default();
+    match (status.desired_replicas, status.current_replicas) {
+        (Some(desired), Some(current)) => Outcome::Decided(Published {
+            // An observe-mode policy reports what it would do; what it publishes for
+            // another actuator is to leave the replicas alone.
+            desired_replicas: if status.conditions.iter().any(|c| c.reason == "ObserveMode") {
+                current
+            } else {
+                desired
+            },
+            current_replicas: current,
+            no_valid_metric: !status.rules.is_empty() && status.rules.iter().all(|r| r.status != "ok"),
+            explanation,
+            at: now,
+        }),
+        _ => Outcome::NotDecided { reason: explanation, current_replicas: status.current_replicas, at: now },
     }
 }
 
@@ -1424,6 +1593,7 @@ fn cover_unwritten(
 async fn other_autoscaler<M: GetScalingMetrics + 'static>(
     ctx: &Context<M>,
     namespace: &str,
+    policy: &str,
     target: &ResolvedTarget,
 ) -> Option<Blocked> {
     let group_of = |api_version: &str| api_version.split_once('/').map_or("", |(g, _)| g).to_owned();
@@ -1433,42 +1603,71 @@ async fn other_autoscaler<M: GetScalingMetrics + 'static>(
         let group = reference["apiVersion"].as_str().map_or_else(|| target_group.clone(), group_of);
         reference["name"].as_str() == Some(target.name.as_str()) && kind == target.kind && group == target_group
     };
-    let checks: [(ApiResource, &str, &str); 2] = [
-        (
-            ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
-                "horizontalpodautoscalers",
+    let conflict = |what: &str, other: &Value| {
+        let other_name = other["metadata"]["name"].as_str().unwrap_or_default();
+        Blocked::new(
+            "ConflictingAutoscaler",
+            ErrorKind::ConflictingAutoscaler,
+            format!(
+                "{what} {namespace}/{other_name} also scales {} {}; this policy does nothing until one of them is removed",
+                target.kind, target.name
             ),
-            "",
-            "HorizontalPodAutoscaler",
-        ),
-        (
-            ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
-                "scaledobjects",
-            ),
-            "Deployment",
-            "KEDA ScaledObject",
-        ),
-    ];
-    for (ar, default_kind, what) in checks {
-        match ctx.scale.cached_list(namespace, &ar).await {
-            Ok(Some(list)) => {
-                if let Some(other) = list.iter().find(|o| same(&o["spec"]["scaleTargetRef"], default_kind)) {
-                    let other_name = other["metadata"]["name"].as_str().unwrap_or_default();
-                    return Some(Blocked::new(
-                        "ConflictingAutoscaler",
-                        ErrorKind::ConflictingAutoscaler,
-                        format!(
-                            "{what} {namespace}/{other_name} also scales {} {}; this policy does nothing until one of them is removed",
-                            target.kind, target.name
-                        ),
-                    ));
+        )
+    };
+    // The ScaledObjects that drive this policy through the KEDA scaler (only a publishing
+    // controller gets here with one), and the HPAs KEDA made for them, are not others.
+    let mut ours: Vec<String> = Vec::new();
+    match ctx.scale.cached_list(namespace, &scaled_object_resource()).await {
+        Ok(Some(list)) => {
+            for so in list.iter() {
+                let so_name = so["metadata"]["name"].as_str().unwrap_or_default();
+                let on_target = same(&so["spec"]["scaleTargetRef"], "Deployment");
+                if ctx.board.is_some() && drives(so, namespace, policy) {
+                    if !on_target {
+                        let theirs = &so["spec"]["scaleTargetRef"];
+                        return Some(Blocked::new(
+                            "TargetMismatch",
+                            ErrorKind::Target,
+                            format!(
+                                "KEDA ScaledObject {namespace}/{so_name} drives this policy but scales {} {}, not the policy's {} {}",
+                                theirs["kind"].as_str().unwrap_or("Deployment"),
+                                theirs["name"].as_str().unwrap_or_default(),
+                                target.kind,
+                                target.name
+                            ),
+                        ));
+                    }
+                    ours.push(so_name.to_owned());
+                } else if on_target {
+                    return Some(conflict("KEDA ScaledObject", so));
                 }
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(namespace, what, error = %e, "could not check for other autoscalers"),
         }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(namespace, error = %e, "could not check for KEDA ScaledObjects"),
+    }
+    let hpas = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+        "horizontalpodautoscalers",
+    );
+    let keda_made = |hpa: &Value| {
+        let owned = hpa["metadata"]["ownerReferences"].as_array().is_some_and(|owners| {
+            owners.iter().any(|o| {
+                o["kind"].as_str() == Some("ScaledObject")
+                    && o["name"].as_str().is_some_and(|n| ours.iter().any(|so| so == n))
+            })
+        });
+        let named = hpa["metadata"]["name"].as_str().is_some_and(|n| ours.iter().any(|so| n == format!("keda-hpa-{so}")));
+        owned || named
+    };
+    match ctx.scale.cached_list(namespace, &hpas).await {
+        Ok(Some(list)) => {
+            if let Some(other) = list.iter().find(|o| same(&o["spec"]["scaleTargetRef"], "") && !keda_made(o)) {
+                return Some(conflict("HorizontalPodAutoscaler", other));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(namespace, error = %e, "could not check for HorizontalPodAutoscalers"),
     }
     None
 }

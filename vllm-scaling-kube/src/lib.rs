@@ -107,6 +107,7 @@ mod events;
 mod gpu;
 mod lease;
 mod policies;
+pub mod publish;
 mod scale;
 mod serve;
 mod telemetry;
@@ -115,7 +116,7 @@ mod telemetry;
 pub mod fake_api;
 
 pub use controller::{
-    CONTROLLER_NAME, Context, ControllerConfig, PAUSED_ANNOTATION, SystemClock, engine_state, error_policy, reconcile,
+    CONTROLLER_NAME, Context, ControllerConfig, PAUSED_ANNOTATION, SystemClock, decode_policy, engine_state, error_policy, reconcile,
     reconcile_object, run,
 };
 pub use crd::{
@@ -133,6 +134,7 @@ pub use gpu::{
 };
 pub use lease::{LeaderElector, Leadership, LeaseAction, LeaseConfig, decide as decide_lease};
 pub use policies::{KubePolicies, PolicyError};
+pub use publish::{DecisionBoard, INLINE_PREFIX, Outcome, Published};
 pub use scale::{KubeScale, RequestError, ScaleError, ScaleReading, ScaleTarget};
 pub use serve::{ServeOptions, bind as bind_http, bind_with as bind_http_with};
 pub use telemetry::{

@@ -66,7 +66,7 @@ pub(crate) struct Args {
     metrics_addr: SocketAddr,
     /// Run leader election on a coordination.k8s.io Lease: only the leader acts.
     #[arg(long)]
-    leader_elect: bool,
+    pub(crate) leader_elect: bool,
     /// The Lease's name.
     #[arg(long, default_value = "vllm-autoscaler")]
     lease_name: String,
@@ -80,7 +80,7 @@ pub(crate) struct Args {
     identity: Option<String>,
     /// Decide, report and record, but never write /scale.
     #[arg(long)]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
     /// The longest an API request or a metrics read may take.
     #[arg(long, default_value = "10s", value_parser = crate::cli::duration)]
     request_timeout: Duration,
@@ -116,22 +116,44 @@ pub(crate) struct Args {
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub(crate) fn run(args: Args) -> ExitCode {
+    run_with(args, None)
+}
+
+/// What `keda-scaler` adds to the controller: the gRPC listener, and decisions published
+/// to it instead of written to `/scale`.
+pub(crate) struct Keda {
+    /// Where KEDA connects.
+    pub(crate) listen: SocketAddr,
+    /// The listener's TLS files (`None`: plaintext, only with `--insecure-no-tls`).
+    pub(crate) tls: Option<vllm_scaling_keda::TlsFiles>,
+    /// How often a policy at zero is evaluated.
+    pub(crate) activation_period: Duration,
+}
+
+/// The command's name in messages.
+fn command_name(keda: Option<&Keda>) -> &'static str {
+    if keda.is_some() { "vllm-autoscaler keda-scaler" } else { "vllm-autoscaler run" }
+}
+
+/// Runs the controller, or with `keda` the KEDA external scaler, until SIGTERM or Ctrl-C.
+pub(crate) fn run_with(args: Args, keda: Option<Keda>) -> ExitCode {
     super::logs::init(args.log_format);
+    let name = command_name(keda.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("vllm-autoscaler run: cannot start the async runtime: {e}");
+            eprintln!("{name}: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(controller(args));
+    let result = runtime.block_on(controller(args, keda));
     // Tasks still waiting on the API server are abandoned, not waited for: the shutdown
     // bound is already spent.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = redact_credentials(&super::logs::chain(&e)), "vllm-autoscaler run failed");
+            tracing::error!(error = redact_credentials(&super::logs::chain(&e)), "{name} failed");
             ExitCode::from(1)
         }
     }
@@ -202,7 +224,12 @@ fn prometheus_options(args: &Args, url: &str) -> anyhow::Result<PrometheusOption
     Ok(options)
 }
 
-async fn controller(args: Args) -> anyhow::Result<()> {
+async fn controller(args: Args, keda: Option<Keda>) -> anyhow::Result<()> {
+    // Read before connecting: a bad certificate path fails at once.
+    let keda_tls = match keda.as_ref().and_then(|k| k.tls.as_ref()) {
+        Some(files) => Some(files.load().context("loading the gRPC listener's TLS files")?),
+        None => None,
+    };
     let config = kube_config(&args).await?;
     tracing::info!(cluster = redact_credentials(&config.cluster_url.to_string()), "connecting to the API server");
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
@@ -251,12 +278,15 @@ async fn controller(args: Args) -> anyhow::Result<()> {
         .with_namespace(args.namespace.clone())
         .with_identity(identity.clone())
         .with_concurrency(args.concurrency)
-        .with_status_interval(args.status_interval);
-    let ctx = Arc::new(
-        Context::new(client.clone(), metrics, controller_config)
-            .with_leadership(leadership.clone())
-            .with_telemetry(telemetry.clone()),
-    );
+        .with_status_interval(args.status_interval)
+        .with_activation_period(keda.as_ref().map_or(Duration::from_secs(1), |k| k.activation_period));
+    let mut ctx = Context::new(client.clone(), metrics, controller_config)
+        .with_leadership(leadership.clone())
+        .with_telemetry(telemetry.clone());
+    if keda.is_some() {
+        ctx = ctx.publishing_to(Arc::new(vllm_scaling_kube::DecisionBoard::new()));
+    }
+    let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -284,6 +314,19 @@ async fn controller(args: Args) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     let http = tokio::spawn(serve);
 
+    let grpc = match &keda {
+        Some(keda) => {
+            let listener = tokio::net::TcpListener::bind(keda.listen)
+                .await
+                .with_context(|| format!("listening for KEDA on {}", keda.listen))?;
+            let addr = listener.local_addr().unwrap_or(keda.listen);
+            tracing::info!(%addr, tls = keda_tls.is_some(), "serving KEDA's external scaler protocol");
+            let scaler = vllm_scaling_keda::KedaScaler::new(ctx.clone());
+            Some(tokio::spawn(vllm_scaling_keda::serve(listener, scaler, keda_tls, stopped())))
+        }
+        None => None,
+    };
+
     let elector = if args.leader_elect {
         let namespace = args.lease_namespace.clone().unwrap_or_else(|| "default".to_owned());
         let mut lease = LeaseConfig::new(args.lease_name.clone(), namespace, identity.clone());
@@ -305,6 +348,7 @@ async fn controller(args: Args) -> anyhow::Result<()> {
         prometheus = args.prometheus_url.as_deref().map_or_else(|| "(none: pods only)".to_owned(), redact_credentials),
         dry_run = args.dry_run,
         leader_elect = args.leader_elect,
+        keda = keda.as_ref().map_or_else(|| "(no: scales through /scale)".to_owned(), |k| k.listen.to_string()),
         "vllm-autoscaler controller starting"
     );
     let controller = run_controller(ctx, ready, stopped());
@@ -330,6 +374,11 @@ async fn controller(args: Args) -> anyhow::Result<()> {
             let _ = elector.await;
         }
         let _ = http.await;
+        if let Some(grpc) = grpc
+            && let Ok(Err(e)) = grpc.await
+        {
+            tracing::warn!(error = %e, "the gRPC server stopped with an error");
+        }
     };
     if tokio::time::timeout(shutdown_timeout, finish).await.is_err() {
         tracing::warn!(
