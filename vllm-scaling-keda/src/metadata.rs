@@ -80,7 +80,9 @@ pub enum MetadataError {
     #[error("the ScaledObject reference has no {0}")]
     MissingReference(&'static str),
     /// A key neither KEDA nor this scaler reads.
-    #[error("ScaledObject {scaled_object}: trigger metadata key `{key}` is not one this scaler reads{hint} (it reads `policy`, `namespace` and `policySpec`)")]
+    #[error(
+        "ScaledObject {scaled_object}: trigger metadata key `{key}` is not one this scaler reads{hint} (it reads `policy`, `namespace` and `policySpec`)"
+    )]
     UnknownKey {
         /// `namespace/name` of the ScaledObject.
         scaled_object: String,
@@ -90,7 +92,9 @@ pub enum MetadataError {
         hint: String,
     },
     /// Neither `policy` nor `policySpec`.
-    #[error("ScaledObject {0}: the trigger names no policy: set `policy: NAME` (a vLLMScalingPolicy) or `policySpec` (a policy spec inline)")]
+    #[error(
+        "ScaledObject {0}: the trigger names no policy: set `policy: NAME` (a vLLMScalingPolicy) or `policySpec` (a policy spec inline)"
+    )]
     NoPolicy(String),
     /// Both `policy` and `policySpec`.
     #[error("ScaledObject {0}: the trigger sets both `policy` and `policySpec`; set one")]

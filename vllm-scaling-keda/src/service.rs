@@ -141,7 +141,9 @@ impl<M: GetScalingMetrics + 'static> KedaScaler<M> {
         Ok(resource)
     }
 
-    fn lock_inline(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Arc<VllmScalingPolicyResource>)>> {
+    fn lock_inline(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Arc<VllmScalingPolicyResource>)>> {
         self.inner.inline.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -206,7 +208,7 @@ impl<M: GetScalingMetrics + 'static> KedaScaler<M> {
                 } else if published.no_valid_metric {
                     Answer::Unusable {
                         why: format!(
-                            "{policy}: no rule has a value, so the engine holds {} replicas: {}",
+                            "{policy}: the engine holds {} replicas for want of metrics: {}",
                             published.current_replicas, published.explanation
                         ),
                         current_replicas: Some(published.current_replicas),
@@ -243,7 +245,11 @@ fn fingerprint(text: &str) -> u32 {
 /// trigger's index).
 fn is_our_metric(name: &str) -> bool {
     let bare = match name.split_once('-') {
-        Some((prefix, rest)) if prefix.len() > 1 && prefix.starts_with('s') && prefix[1..].bytes().all(|b| b.is_ascii_digit()) => rest,
+        Some((prefix, rest))
+            if prefix.len() > 1 && prefix.starts_with('s') && prefix[1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            rest
+        }
         _ => name,
     };
     bare == METRIC_NAME
@@ -303,10 +309,17 @@ impl<M: GetScalingMetrics + 'static> ExternalScaler for KedaScaler<M> {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_metric_spec(&self, request: Request<ScaledObjectRef>) -> Result<Response<GetMetricSpecResponse>, Status> {
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
         self.resolve(request.get_ref()).await?;
         Ok(Response::new(GetMetricSpecResponse {
-            metric_specs: vec![MetricSpec { metric_name: METRIC_NAME.to_owned(), target_size: 1, target_size_float: TARGET }],
+            metric_specs: vec![MetricSpec {
+                metric_name: METRIC_NAME.to_owned(),
+                target_size: 1,
+                target_size_float: TARGET,
+            }],
         }))
     }
 
@@ -318,8 +331,9 @@ impl<M: GetScalingMetrics + 'static> ExternalScaler for KedaScaler<M> {
                 request.metric_name
             )));
         }
-        let reference =
-            request.scaled_object_ref.ok_or_else(|| Status::invalid_argument("GetMetrics without a scaledObjectRef"))?;
+        let reference = request
+            .scaled_object_ref
+            .ok_or_else(|| Status::invalid_argument("GetMetrics without a scaledObjectRef"))?;
         let policy = self.resolve(&reference).await?;
         match self.answer(&policy) {
             Answer::Decided(p) => {

@@ -1480,7 +1480,7 @@ fn outcome_of(status: &PolicyStatus, now: Timestamp) -> Outcome {
                 desired
             },
             current_replicas: current,
-            no_valid_metric: !status.rules.is_empty() && status.rules.iter().all(|r| r.status != "ok"),
+            no_valid_metric: status.limited_by.as_deref() == Some(LimitedBy::MetricsUnavailable.as_str()),
             explanation,
             at: now,
         }),
@@ -1657,7 +1657,8 @@ async fn other_autoscaler<M: GetScalingMetrics + 'static>(
                     && o["name"].as_str().is_some_and(|n| ours.iter().any(|so| so == n))
             })
         });
-        let named = hpa["metadata"]["name"].as_str().is_some_and(|n| ours.iter().any(|so| n == format!("keda-hpa-{so}")));
+        let named =
+            hpa["metadata"]["name"].as_str().is_some_and(|n| ours.iter().any(|so| n == format!("keda-hpa-{so}")));
         owned || named
     };
     match ctx.scale.cached_list(namespace, &hpas).await {

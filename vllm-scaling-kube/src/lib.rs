@@ -116,8 +116,8 @@ mod telemetry;
 pub mod fake_api;
 
 pub use controller::{
-    CONTROLLER_NAME, Context, ControllerConfig, PAUSED_ANNOTATION, SystemClock, decode_policy, engine_state, error_policy, reconcile,
-    reconcile_object, run,
+    CONTROLLER_NAME, Context, ControllerConfig, PAUSED_ANNOTATION, SystemClock, decode_policy, engine_state,
+    error_policy, reconcile, reconcile_object, run,
 };
 pub use crd::{
     GROUP, PLURAL, PendingRescale, PolicyCondition, PolicyStatus, ResolvedTarget, RuleStatusEntry, StatusMergePatch,

@@ -76,8 +76,8 @@ pub struct Published {
     pub desired_replicas: i32,
     /// The target's `spec.replicas` the decision started from.
     pub current_replicas: i32,
-    /// Whether no rule had a value: every rule was missing or invalid, so the engine
-    /// held the current count for want of data.
+    /// Whether the engine found no proposal to act on (every rule missing or invalid, no
+    /// fallback): it held the current count for want of data.
     pub no_valid_metric: bool,
     /// The engine's explanation.
     pub explanation: String,

@@ -1,5 +1,8 @@
 //! HTTP client settings shared by both adapters: timeout, auth, TLS with a custom CA.
 
+// The credential files are read only by the Prometheus adapter.
+#![cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -13,7 +13,12 @@ pub(crate) struct Args {
     #[arg(long, default_value = "0.0.0.0:9443", env = "VLLM_AUTOSCALER_LISTEN")]
     listen: SocketAddr,
     /// PEM certificate chain of the gRPC listener (KEDA checks it against `caCert`).
-    #[arg(long, env = "VLLM_AUTOSCALER_TLS_CERT_FILE", required_unless_present = "insecure_no_tls", requires = "tls_key_file")]
+    #[arg(
+        long,
+        env = "VLLM_AUTOSCALER_TLS_CERT_FILE",
+        required_unless_present = "insecure_no_tls",
+        requires = "tls_key_file"
+    )]
     tls_cert_file: Option<PathBuf>,
     /// PEM private key of the gRPC listener.
     #[arg(long, env = "VLLM_AUTOSCALER_TLS_KEY_FILE", requires = "tls_cert_file")]
