@@ -57,8 +57,11 @@ struct Inner<M> {
     ctx: Arc<Context<M>>,
     board: Arc<DecisionBoard>,
     /// Inline policies by ScaledObject (namespace, name): the spec text they came from.
-    inline: Mutex<HashMap<(String, String), (String, Arc<VllmScalingPolicyResource>)>>,
+    inline: Mutex<HashMap<(String, String), InlinePolicy>>,
 }
+
+/// An inline policy: the spec text it came from, and its synthetic object.
+type InlinePolicy = (String, Arc<VllmScalingPolicyResource>);
 
 /// What the scaler knows of one policy when KEDA asks.
 enum Answer {
@@ -141,9 +144,7 @@ impl<M: GetScalingMetrics + 'static> KedaScaler<M> {
         Ok(resource)
     }
 
-    fn lock_inline(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Arc<VllmScalingPolicyResource>)>> {
+    fn lock_inline(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), InlinePolicy>> {
         self.inner.inline.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -270,3 +270,31 @@ fn with_keda_defaults_the_hpa_holds_changes_within_its_tolerance_and_its_window(
     assert_eq!(hpa_decides(&mut recommended, t0, 10, 11.0), 11);
     assert_eq!(hpa_decides(&mut recommended, t0.saturating_add(Duration::from_secs(15)), 11, 6.0), 6);
 }
+
+/// `vllm-autoscaler run` (a controller that writes `/scale`) leaves a policy a
+/// ScaledObject drives to the scaler: no `/scale` write and no status write, so the two
+/// never write the same object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_writing_controller_leaves_keda_driven_policies_alone() {
+    let Some(c) = Cluster::start(1, false).await else { return };
+    c.server.apply(scaled_object(json!({"policy": POLICY})));
+    c.apply_policy(common::policy_spec()).await;
+    c.set_load(40.0, 0.0);
+    let run_ctx = std::sync::Arc::new(
+        vllm_scaling_kube::Context::new(
+            c.server.client(),
+            vllm_scaling_prom::VllmMetrics::pods(
+                vllm_scaling_prom::PodScraper::new(vllm_scaling_prom::PodScrapeOptions::default()).unwrap(),
+            ),
+            vllm_scaling_kube::ControllerConfig::default(),
+        )
+        .without_gpu_exporters(),
+    );
+    c.server.clear_requests();
+    let api: kube::Api<vllm_scaling_kube::VllmScalingPolicyResource> = kube::Api::namespaced(c.server.client(), NS);
+    let policy = std::sync::Arc::new(api.get(POLICY).await.unwrap());
+    vllm_scaling_kube::reconcile(policy, run_ctx).await.unwrap();
+    let writes: Vec<_> = c.server.requests().into_iter().filter(|r| r.method != "GET" && !r.is_watch()).collect();
+    assert!(writes.is_empty(), "the scale-writing controller wrote {writes:?}");
+    assert_eq!(c.replicas(), 1);
+}

@@ -89,8 +89,13 @@ pub struct Published {
 /// namespace and policy name.
 #[derive(Debug, Default)]
 pub struct DecisionBoard {
-    slots: Mutex<HashMap<(String, String), watch::Sender<Option<Outcome>>>>,
+    slots: Mutex<HashMap<PolicyKey, Slot>>,
 }
+
+/// Namespace and policy name.
+type PolicyKey = (String, String);
+/// The newest outcome of one policy, with its subscribers.
+type Slot = watch::Sender<Option<Outcome>>;
 
 impl DecisionBoard {
     /// An empty board.
@@ -99,7 +104,7 @@ impl DecisionBoard {
         Self::default()
     }
 
-    fn slot(&self, namespace: &str, name: &str) -> watch::Sender<Option<Outcome>> {
+    fn slot(&self, namespace: &str, name: &str) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         slots.entry((namespace.to_owned(), name.to_owned())).or_insert_with(|| watch::channel(None).0).clone()
     }
@@ -193,7 +198,7 @@ mod tests {
     fn the_board_keeps_the_newest_outcome_and_wakes_subscribers() {
         let board = DecisionBoard::new();
         assert!(board.latest("ns", "p").is_none());
-        let mut rx = board.subscribe("ns", "p");
+        let rx = board.subscribe("ns", "p");
         let outcome = Outcome::Decided(Published {
             desired_replicas: 3,
             current_replicas: 2,
