@@ -727,6 +727,71 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// What RBAC sees in a recorded request: (apiGroup, resource[/subresource], verb,
+/// namespace); `None` for discovery, which every authenticated user may read.
+#[must_use]
+pub fn rbac_view(r: &RecordedRequest) -> Option<(String, String, String, Option<String>)> {
+    let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", _, rest @ ..] if !rest.is_empty() => ("", rest),
+        ["apis", g, _, rest @ ..] if !rest.is_empty() => (*g, rest),
+        _ => return None, // discovery: allowed to every authenticated user
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        other => (None, other),
+    };
+    let resource = match rest {
+        [plural] | [plural, _] => (*plural).to_owned(),
+        [plural, _, sub] => format!("{plural}/{sub}"),
+        _ => return None,
+    };
+    let verb = match (r.method.as_str(), rest.len()) {
+        ("GET", 1) if r.is_watch() => "watch",
+        ("GET", 1) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => return None,
+    };
+    Some((group.to_owned(), resource, verb.to_owned(), namespace))
+}
+
+/// Whether RBAC `rules` (a ClusterRole's or Role's `rules`, as YAML) grant `verb` on
+/// `group`/`resource`.
+#[must_use]
+pub fn rbac_allows(rules: &serde_yaml_ng::Value, group: &str, resource: &str, verb: &str) -> bool {
+    let has = |list: &serde_yaml_ng::Value, item: &str| {
+        list.as_sequence().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(item) || v.as_str() == Some("*")))
+    };
+    rules
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|rule| has(&rule["apiGroups"], group) && has(&rule["resources"], resource) && has(&rule["verbs"], verb))
+}
+
+/// Every (apiGroup, resource, verb) a list of RBAC rules grants.
+#[must_use]
+pub fn rbac_grants(rules: &serde_yaml_ng::Value) -> Vec<(String, String, String)> {
+    let strings = |v: &serde_yaml_ng::Value| -> Vec<String> {
+        v.as_sequence().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    };
+    let mut out = Vec::new();
+    for rule in rules.as_sequence().into_iter().flatten() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.push((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use serde_yaml_ng::Value;
 use vllm_scaling_core::FakeClock;
-use vllm_scaling_kube::fake_api::RecordedRequest;
+use vllm_scaling_kube::fake_api::{rbac_allows as allows, rbac_grants as grants, rbac_view};
 use vllm_scaling_kube::{LeaderElector, Leadership, LeaseConfig};
 
 fn repo(path: &str) -> PathBuf {
@@ -82,67 +82,8 @@ fn the_helm_chart_copies_agree_with_the_plain_manifests() {
     assert_eq!(rules, find(&documents("deploy/controller/rbac.yaml"), "ClusterRole")["rules"]);
 }
 
-/// What RBAC sees in a request: (apiGroup, resource[/subresource], verb, namespace).
-fn rbac_view(r: &RecordedRequest) -> Option<(String, String, String, Option<String>)> {
-    let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
-    let (group, rest) = match segs.as_slice() {
-        ["api", _, rest @ ..] if !rest.is_empty() => ("", rest),
-        ["apis", g, _, rest @ ..] if !rest.is_empty() => (*g, rest),
-        _ => return None, // discovery: allowed to every authenticated user
-    };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
-        other => (None, other),
-    };
-    let resource = match rest {
-        [plural] | [plural, _] => (*plural).to_owned(),
-        [plural, _, sub] => format!("{plural}/{sub}"),
-        _ => return None,
-    };
-    let verb = match (r.method.as_str(), rest.len()) {
-        ("GET", 1) if r.is_watch() => "watch",
-        ("GET", 1) => "list",
-        ("GET", _) => "get",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", _) => "delete",
-        _ => return None,
-    };
-    Some((group.to_owned(), resource, verb.to_owned(), namespace))
-}
-
-fn allows(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
-    let has = |list: &Value, item: &str| {
-        list.as_sequence().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(item) || v.as_str() == Some("*")))
-    };
-    rules
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .any(|rule| has(&rule["apiGroups"], group) && has(&rule["resources"], resource) && has(&rule["verbs"], verb))
-}
-
 /// The kinds the controller scales through `/scale` (apps' and the two vLLM operators').
 const WORKLOADS: [&str; 5] = ["deployments", "statefulsets", "replicasets", "leaderworkersets", "vllmruntimes"];
-
-/// Every (apiGroup, resource, verb) a list of RBAC rules grants.
-fn grants(rules: &Value) -> Vec<(String, String, String)> {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_sequence().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
-    };
-    let mut out = Vec::new();
-    for rule in rules.as_sequence().into_iter().flatten() {
-        for group in strings(&rule["apiGroups"]) {
-            for resource in strings(&rule["resources"]) {
-                for verb in strings(&rule["verbs"]) {
-                    out.push((group.clone(), resource.clone(), verb));
-                }
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test]
 async fn the_rbac_allows_every_request_the_controller_makes() {
