@@ -6,6 +6,9 @@
 //! 2. Resolve the target: `scaleTargetRef` by name, by served model id when the name is
 //!    not an object name, or the workload annotated `autoscaler.production-stack/policy`.
 //! 3. Refuse to fight: an HPA or KEDA ScaledObject on the same object stops the policy.
+//!    A policy that a ScaledObject drives through the KEDA scaler is the scaler's: this
+//!    controller leaves it alone, and one [`publishing`](Context::publishing_to) for the
+//!    scaler evaluates only those (see [`crate::publish`]).
 //! 4. Read the target's `/scale` (replicas, pod selector) and list its pods.
 //! 5. Gather metrics through the [`GetScalingMetrics`] port and ask the core engine.
 //! 6. Patch `/scale` when the decision says so (never the workload's spec, so the

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 /// Arguments of `keda-scaler`: the controller's, plus the gRPC listener's.
 #[derive(clap::Args, Debug)]
+#[group(id = "keda_scaler")]
 pub(crate) struct Args {
     /// Where KEDA connects (a trigger's `scalerAddress`).
     #[arg(long, default_value = "0.0.0.0:9443", env = "VLLM_AUTOSCALER_LISTEN")]
