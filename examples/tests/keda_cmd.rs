@@ -9,9 +9,10 @@ use serde_json::json;
 use vllm_scaling_keda::proto::external_scaler_client::ExternalScalerClient;
 use vllm_scaling_keda::proto::{GetMetricsRequest, ScaledObjectRef};
 use vllm_scaling_kube::fake_api::{FakeApiServer, keda_scaled_object_kind};
-use vllm_scaling_prom::emulator::{ControlUpdate, Emulator, EmulatorOptions};
 
-const MODEL: &str = "meta-llama/Llama-2-70b-hf";
+mod common;
+
+use common::{kubeconfig, seed_cluster};
 
 fn yaml_documents(path: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -47,30 +48,7 @@ fn keda_scaler_refuses_flags_that_do_not_apply_and_plaintext_by_default() {
 async fn keda_scaler_answers_keda_for_the_seed_and_stops_on_sigterm() {
     let server = FakeApiServer::start().await.unwrap();
     server.add_kind(keda_scaled_object_kind());
-    let emulator = Emulator::start(
-        "127.0.0.1:0".parse().unwrap(),
-        EmulatorOptions { model_name: MODEL.into(), ..EmulatorOptions::default() },
-    )
-    .await
-    .unwrap();
-    emulator.control(ControlUpdate { queue_length: Some(Some(30.0)), ..ControlUpdate::default() }).unwrap();
-    server.apply(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "llama-70b", "namespace": "default"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "llama"}},
-                 "template": {"spec": {"containers": [{"name": "vllm", "args": ["--model", MODEL]}]}}},
-        "status": {"replicas": 1}
-    }));
-    server.apply(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "llama-70b-0", "namespace": "default", "labels": {"app": "llama"},
-                     "annotations": {"prometheus.io/port": emulator.addr().port().to_string()}},
-        "spec": {"containers": [{"name": "vllm"}]},
-        "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
-    }));
-    let mut seed = yaml_documents("deploy/examples/example-policy.yaml").remove(0);
-    seed["metadata"]["namespace"] = json!("default");
-    server.apply(seed);
+    let _emulator = seed_cluster(&server).await;
     let so = yaml_documents("deploy/keda/scaledobject.yaml")
         .into_iter()
         .find(|d| d["kind"] == "ScaledObject")
@@ -80,15 +58,7 @@ async fn keda_scaler_answers_keda_for_the_seed_and_stops_on_sigterm() {
     server.apply(so.clone());
 
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n    namespace: default\ncurrent-context: fake\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &server.url());
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"))
         .args(["keda-scaler", "--insecure-no-tls", "--listen", &format!("127.0.0.1:{port}")])

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use vllm_scaling_kube::fake_api::FakeApiServer;
-use vllm_scaling_prom::emulator::{ControlUpdate, Emulator, EmulatorOptions};
+use vllm_scaling_prom::emulator::Emulator;
 
-const MODEL: &str = "meta-llama/Llama-2-70b-hf";
+mod common;
+
+use common::{kubeconfig, seed_cluster};
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..200 {
@@ -32,43 +34,9 @@ struct Running {
 
 async fn start_run(extra: &[&str]) -> Running {
     let server = FakeApiServer::start().await.unwrap();
-    let emulator = Emulator::start(
-        "127.0.0.1:0".parse().unwrap(),
-        EmulatorOptions { model_name: MODEL.into(), ..EmulatorOptions::default() },
-    )
-    .await
-    .unwrap();
-    emulator.control(ControlUpdate { queue_length: Some(Some(30.0)), ..ControlUpdate::default() }).unwrap();
-    server.apply(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "llama-70b", "namespace": "default"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "llama"}},
-                 "template": {"spec": {"containers": [{"name": "vllm", "args": ["--model", MODEL]}]}}},
-        "status": {"replicas": 1}
-    }));
-    server.apply(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "llama-70b-0", "namespace": "default", "labels": {"app": "llama"},
-                     "annotations": {"prometheus.io/port": emulator.addr().port().to_string()}},
-        "spec": {"containers": [{"name": "vllm"}]},
-        "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
-    }));
-    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/example-policy.yaml"))
-        .unwrap();
-    let mut seed: serde_json::Value = serde_yaml_ng::from_str(&seed).unwrap();
-    seed["metadata"]["namespace"] = json!("default");
-    server.apply(seed);
-
+    let emulator = seed_cluster(&server).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n    namespace: default\ncurrent-context: fake\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &server.url());
     let child = Command::new(env!("CARGO_BIN_EXE_vllm-autoscaler"))
         .args([
             "run",

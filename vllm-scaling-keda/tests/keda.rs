@@ -298,3 +298,65 @@ async fn the_scale_writing_controller_leaves_keda_driven_policies_alone() {
     assert!(writes.is_empty(), "the scale-writing controller wrote {writes:?}");
     assert_eq!(c.replicas(), 1);
 }
+
+/// `--tls-client-ca-file`: a client without a certificate that CA signed is refused at
+/// the handshake; KEDA's `tlsClientCert`/`tlsClientKey` get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_when_a_client_ca_is_set() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::certificates();
+    let (client_ca, client_cert, client_key) = common::certificates();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let files = vllm_scaling_keda::TlsFiles {
+        cert: write("tls.crt", &cert),
+        key: write("tls.key", &key),
+        client_ca: Some(write("client-ca.crt", &client_ca)),
+    };
+    let tls = files.load().expect("the files load");
+    let missing = vllm_scaling_keda::TlsFiles { cert: dir.path().join("nope.crt"), ..files.clone() };
+    let err = missing.load().unwrap_err().to_string();
+    assert!(err.contains("nope.crt"), "{err}");
+
+    let server = vllm_scaling_kube::fake_api::FakeApiServer::start().await.unwrap();
+    let ctx = std::sync::Arc::new(
+        vllm_scaling_kube::Context::new(
+            server.client(),
+            vllm_scaling_core::InMemoryMetrics::default(),
+            vllm_scaling_kube::ControllerConfig::default(),
+        )
+        .publishing_to(std::sync::Arc::new(vllm_scaling_kube::DecisionBoard::new())),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(vllm_scaling_keda::serve(
+        listener,
+        vllm_scaling_keda::KedaScaler::new(ctx),
+        Some(tls),
+        std::future::pending(),
+    ));
+    let url = format!("https://localhost:{port}");
+    let base = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name("localhost");
+    // Without a client certificate: the handshake (or the first call) fails.
+    let anonymous = match Channel::from_shared(url.clone()).unwrap().tls_config(base.clone()).unwrap().connect().await {
+        Err(_) => true,
+        Ok(channel) => vllm_scaling_keda::proto::external_scaler_client::ExternalScalerClient::new(channel)
+            .get_metric_spec(reference(named_metadata()))
+            .await
+            .is_err_and(|e| e.code() == Code::Unavailable || e.code() == Code::Unknown),
+    };
+    assert!(anonymous, "a client without a certificate got through");
+    // With one the client CA signed: through to the service (which answers that no
+    // policy is listed yet, an application error, not a TLS one).
+    let with_cert = base.identity(Identity::from_pem(&client_cert, &client_key));
+    let channel = Channel::from_shared(url).unwrap().tls_config(with_cert).unwrap().connect().await.expect("mTLS");
+    let err = vllm_scaling_keda::proto::external_scaler_client::ExternalScalerClient::new(channel)
+        .get_metric_spec(reference(named_metadata()))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("vLLMScalingPolicies"), "{err:?}");
+}
