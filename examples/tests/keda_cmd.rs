@@ -5,7 +5,6 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
 use vllm_scaling_keda::proto::external_scaler_client::ExternalScalerClient;
 use vllm_scaling_keda::proto::{GetMetricsRequest, ScaledObjectRef};
 use vllm_scaling_kube::fake_api::{FakeApiServer, keda_scaled_object_kind};
