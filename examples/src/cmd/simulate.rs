@@ -1114,7 +1114,9 @@ fn replica_profile(args: &Args) -> Result<ReplicaProfile> {
     set!(max_batched_tokens);
     for flag in &overridden {
         let field = flag.trim_start_matches("--");
-        profile.sources.insert(camel(field), format!("overridden on the command line ({flag})"));
+        profile
+            .sources
+            .insert(vllm_scaling_core::sim::camel_case(field), format!("overridden on the command line ({flag})"));
     }
     profile.model.validate().map_err(|e| {
         BadInput(format!(
@@ -1210,23 +1212,6 @@ pub(crate) fn load_profile(spec: &str, flag: &str) -> Result<ReplicaProfile> {
     } else {
         Ok(ReplicaProfile::builtin(spec).map_err(|e| BadInput(format!("{flag}: {e}")))?)
     }
-}
-
-/// `kv-cache-tokens` as the profile's `kvCacheTokens`.
-fn camel(flag: &str) -> String {
-    let mut out = String::new();
-    let mut upper = false;
-    for c in flag.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// What each policy's GPU-hours cost at the profile's price.

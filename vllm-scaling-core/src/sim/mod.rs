@@ -75,7 +75,7 @@ pub use fleet::{Autoscaler, FleetConfig, Router, RunResult, SimError, Verdict, s
 pub use generator::{GeneratorConfig, RateProfile, RateWindow};
 pub use model::{ModelError, ReplicaModel};
 pub use observe::{ARRIVAL_RATE_QUERY, FleetView, PodSample, PodStatus, Snapshot, pod_name};
-pub use profile::{PROFILE_NUMBERS, ProfileError, ReplicaProfile};
+pub use profile::{PROFILE_NUMBERS, ProfileError, ReplicaProfile, camel_case};
 pub use report::{PolicyReport, ScaleChange, SeriesPoint, direction_changes};
 pub use rng::SimRng;
 pub use trace::{ColumnMap, ParsedTrace, TimeFormat, Trace, TraceError, TraceOptions, TraceRequest, TraceStats};

@@ -123,12 +123,15 @@ struct ProfileDoc {
     sources: BTreeMap<String, String>,
 }
 
-/// The document field of a [`ReplicaModel`] field.
-fn doc_field(model_field: &str) -> String {
-    let mut out = String::new();
+/// `snake_case` or `kebab-case` to `camelCase`: a model field (`prefill_ms_per_token`) or
+/// a command-line flag (`prefill-ms-per-token`) as the profile documents name it
+/// (`prefillMsPerToken`).
+#[must_use]
+pub fn camel_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
     let mut upper = false;
-    for c in model_field.chars() {
-        if c == '_' {
+    for c in name.chars() {
+        if c == '_' || c == '-' {
             upper = true;
         } else if upper {
             out.extend(c.to_uppercase());
@@ -218,7 +221,7 @@ impl ReplicaProfile {
         }
         self.model
             .validate()
-            .map_err(|ModelError { field, reason }| ProfileError::Model { field: doc_field(field), reason })?;
+            .map_err(|ModelError { field, reason }| ProfileError::Model { field: camel_case(field), reason })?;
         if !(self.cold_start_secs.is_finite() && (0.0..=86_400.0).contains(&self.cold_start_secs)) {
             return field(
                 "coldStartSecs",
