@@ -80,6 +80,42 @@ fn the_helm_chart_copies_agree_with_the_plain_manifests() {
     let rules: Value =
         serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/files/clusterrole-rules.yaml")).unwrap();
     assert_eq!(rules, find(&documents("deploy/controller/rbac.yaml"), "ClusterRole")["rules"]);
+    // The KEDA scaler's ClusterRole rules.
+    let rules: Value =
+        serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/files/keda-scaler-clusterrole-rules.yaml")).unwrap();
+    assert_eq!(rules, find(&documents("deploy/keda/scaler.yaml"), "ClusterRole")["rules"]);
+}
+
+/// The chart's KEDA scaler is opt-in, serves gRPC over TLS only, and shares the
+/// controller's Prometheus settings.
+#[test]
+fn the_helm_chart_keda_scaler_is_opt_in_and_tls_only() {
+    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    assert_eq!(values["kedaScaler"]["enabled"], Value::Bool(false), "the chart installs the scaler only when asked");
+    assert_eq!(values["kedaScaler"]["listenPort"].as_u64(), Some(9443));
+    let chart = read("deploy/helm/vllm-autoscaler/templates/keda-scaler.yaml");
+    assert!(chart.starts_with("{{- if .Values.kedaScaler.enabled }}"), "the scaler is behind kedaScaler.enabled");
+    assert!(chart.trim_end().ends_with("{{- end }}"));
+    assert!(chart.contains("{{ .Files.Get \"files/keda-scaler-clusterrole-rules.yaml\" }}"));
+    for arg in [
+        "- keda-scaler",
+        "- --tls-cert-file=/etc/vllm-keda-scaler/tls/tls.crt",
+        "- --tls-key-file=/etc/vllm-keda-scaler/tls/tls.key",
+        "- --metrics-addr=0.0.0.0:8080",
+        "{{- include \"vllm-autoscaler.engineArgs\" . | trim | nindent 12 }}",
+    ] {
+        assert!(chart.contains(arg), "keda-scaler.yaml lacks `{arg}`");
+    }
+    let controller = read("deploy/helm/vllm-autoscaler/templates/controller.yaml");
+    assert!(controller.contains("{{- include \"vllm-autoscaler.engineArgs\" . | trim | nindent 12 }}"));
+    for dir in [repo("deploy/helm/vllm-autoscaler/templates"), repo("deploy/helm/vllm-autoscaler/files")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!text.contains("insecure-no-tls"), "{}: the chart never serves plaintext gRPC", path.display());
+        }
+    }
+    assert!(!read("deploy/helm/vllm-autoscaler/values.yaml").contains("insecure-no-tls"));
 }
 
 /// The kinds the controller scales through `/scale` (apps' and the two vLLM operators').
@@ -242,7 +278,7 @@ fn deployments_log_json_and_the_notes_are_complete() {
     assert!(args.iter().any(|a| a.as_str() == Some("--log-format=json")), "{args:?}");
     let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
     assert_eq!(values["logFormat"].as_str(), Some("json"));
-    for template in ["controller.yaml", "gpu-exporter.yaml"] {
+    for template in ["controller.yaml", "gpu-exporter.yaml", "keda-scaler.yaml"] {
         let text = read(&format!("deploy/helm/vllm-autoscaler/templates/{template}"));
         assert!(text.contains("- --log-format={{ .Values.logFormat }}"), "{template}");
     }
