@@ -172,19 +172,43 @@ fn bundled_demo_scenario_replays() {
     assert!(lines.iter().any(|l| l["limitedBy"] == "scaleDownStabilization"));
 }
 
-#[test]
-fn every_flag_the_deploy_manifests_pass_to_run_exists() {
-    let help = text(&run(&["run", "--help"]).stdout);
+/// The `--flag`s a manifest (or a chart template) passes, checked against `command`'s help.
+fn manifest_flags(command: &str, paths: &[&str]) -> Vec<String> {
+    let help = text(&run(&[command, "--help"]).stdout);
     let mut flags = Vec::new();
-    for path in ["../deploy/helm/vllm-autoscaler/templates/controller.yaml", "../deploy/controller/deployment.yaml"] {
+    for path in paths {
         let manifest = std::fs::read_to_string(root().join(path)).unwrap();
         for line in manifest.lines() {
             let Some(arg) = line.trim().strip_prefix("- --") else { continue };
             let flag = arg.split(['=', ' ']).next().unwrap();
-            assert!(help.contains(&format!("--{flag}")), "{path}: `--{flag}` is not a flag of `run`:\n{help}");
+            assert!(help.contains(&format!("--{flag}")), "{path}: `--{flag}` is not a flag of `{command}`:\n{help}");
             flags.push(flag.to_owned());
         }
     }
+    flags
+}
+
+#[test]
+fn every_flag_the_deploy_manifests_pass_to_run_exists() {
+    // The chart's shared engine arguments live in _helpers.tpl (both the controller and
+    // the KEDA scaler include them).
+    let flags = manifest_flags(
+        "run",
+        &[
+            "../deploy/helm/vllm-autoscaler/templates/controller.yaml",
+            "../deploy/helm/vllm-autoscaler/templates/_helpers.tpl",
+            "../deploy/controller/deployment.yaml",
+        ],
+    );
+    let keda = manifest_flags(
+        "keda-scaler",
+        &[
+            "../deploy/helm/vllm-autoscaler/templates/keda-scaler.yaml",
+            "../deploy/helm/vllm-autoscaler/templates/_helpers.tpl",
+            "../deploy/keda/scaler.yaml",
+        ],
+    );
+    assert!(keda.iter().any(|f| f == "tls-cert-file") && !keda.iter().any(|f| f == "insecure-no-tls"), "{keda:?}");
     for expected in [
         "prometheus-token-file",
         "prometheus-basic-auth-file",
