@@ -11,19 +11,10 @@ use common::{Cluster, NS};
 use serde_json::json;
 use serde_yaml_ng::Value;
 use vllm_scaling_keda::PolicyRef;
-use vllm_scaling_kube::fake_api::{rbac_allows, rbac_grants, rbac_view};
+use vllm_scaling_kube::fake_api::{document_of_kind as find, manifest_documents, rbac_allows, rbac_grants, rbac_view};
 
 fn documents(path: &str) -> Vec<Value> {
-    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
-    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind}"))
+    manifest_documents(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
 }
 
 #[test]

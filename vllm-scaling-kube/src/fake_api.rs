@@ -727,6 +727,32 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// The documents of a multi-document YAML manifest (nulls between `---` dropped), for the
+/// manifest tests; panics naming the file on a read or parse error.
+///
+/// # Panics
+/// When the file cannot be read or a document does not parse.
+#[must_use]
+pub fn manifest_documents(path: &std::path::Path) -> Vec<serde_yaml_ng::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| {
+            <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The first of `docs` of `kind`.
+///
+/// # Panics
+/// When none is.
+#[must_use]
+pub fn document_of_kind<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str) -> &'a serde_yaml_ng::Value {
+    docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind}"))
+}
+
 /// What RBAC sees in a recorded request: (apiGroup, resource[/subresource], verb,
 /// namespace); `None` for discovery, which every authenticated user may read.
 #[must_use]

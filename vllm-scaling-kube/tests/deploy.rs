@@ -9,7 +9,9 @@ use std::sync::Arc;
 use common::*;
 use serde_yaml_ng::Value;
 use vllm_scaling_core::FakeClock;
-use vllm_scaling_kube::fake_api::{rbac_allows as allows, rbac_grants as grants, rbac_view};
+use vllm_scaling_kube::fake_api::{
+    document_of_kind as find, manifest_documents, rbac_allows as allows, rbac_grants as grants, rbac_view,
+};
 use vllm_scaling_kube::{LeaderElector, Leadership, LeaseConfig};
 
 fn repo(path: &str) -> PathBuf {
@@ -21,14 +23,7 @@ fn read(path: &str) -> String {
 }
 
 fn documents(path: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(&read(path))
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind}"))
+    manifest_documents(&repo(path))
 }
 
 #[test]
