@@ -100,6 +100,9 @@ async fn run_scales_through_scale_and_shuts_down_on_sigterm() {
     };
     assert!(exit.success(), "exit {exit:?}\n{logs}");
     assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
+    // Giving the lease up on purpose is not a loss: no WARN says so.
+    assert!(logs.contains("stepped down from the leadership"), "{logs}");
+    assert!(!logs.contains("lost the leadership"), "a clean shutdown warned of a lost leadership: {logs}");
     let lease = server.get("coordination.k8s.io/v1", "Lease", "default", "vllm-autoscaler").unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "the lease is released: {lease}");
 }

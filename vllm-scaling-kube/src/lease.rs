@@ -164,12 +164,24 @@ impl LeaderElector {
     }
 
     fn set_leader(&self, leader: bool) {
+        self.flip(leader, false);
+    }
+
+    /// Leaves the leadership on purpose (shutdown): said at INFO, since nothing was lost.
+    fn step_down(&self) {
+        self.flip(false, true);
+    }
+
+    fn flip(&self, leader: bool, voluntary: bool) {
         let was = self.leadership.set(leader);
         if was != leader {
+            let (identity, lease) = (&self.config.identity, &self.config.name);
             if leader {
-                tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became the leader");
+                tracing::info!(%identity, %lease, "became the leader");
+            } else if voluntary {
+                tracing::info!(%identity, %lease, "stepped down from the leadership to shut down");
             } else {
-                tracing::warn!(identity = %self.config.identity, lease = %self.config.name, "lost the leadership");
+                tracing::warn!(%identity, %lease, "lost the leadership");
             }
             if let Some(f) = &self.on_change {
                 f(leader);
@@ -267,7 +279,7 @@ impl LeaderElector {
         if !self.leadership.is_leader() {
             return Ok(());
         }
-        self.set_leader(false);
+        self.step_down();
         let Some(mut lease) =
             self.api.get_opt(&self.config.name).await.map_err(|source| Error::Lease { step: "read", source })?
         else {
@@ -315,7 +327,7 @@ impl LeaderElector {
             Err(_) => {
                 // release() stepped down before its first request: only the lease object
                 // is left, and it expires on its own.
-                self.set_leader(false);
+                self.step_down();
                 tracing::warn!(?timeout, "releasing the lease timed out; it expires on its own");
             }
         }
