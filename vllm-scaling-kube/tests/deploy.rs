@@ -85,7 +85,8 @@ fn the_helm_chart_copies_agree_with_the_plain_manifests() {
 /// controller's Prometheus settings.
 #[test]
 fn the_helm_chart_keda_scaler_is_opt_in_and_tls_only() {
-    let values: Value = serde_yaml_ng::from_str(&read("deploy/helm/vllm-autoscaler/values.yaml")).unwrap();
+    let values_text = read("deploy/helm/vllm-autoscaler/values.yaml");
+    let values: Value = serde_yaml_ng::from_str(&values_text).unwrap();
     assert_eq!(values["kedaScaler"]["enabled"], Value::Bool(false), "the chart installs the scaler only when asked");
     assert_eq!(values["kedaScaler"]["listenPort"].as_u64(), Some(9443));
     let chart = read("deploy/helm/vllm-autoscaler/templates/keda-scaler.yaml");
@@ -110,7 +111,7 @@ fn the_helm_chart_keda_scaler_is_opt_in_and_tls_only() {
             assert!(!text.contains("insecure-no-tls"), "{}: the chart never serves plaintext gRPC", path.display());
         }
     }
-    assert!(!read("deploy/helm/vllm-autoscaler/values.yaml").contains("insecure-no-tls"));
+    assert!(!values_text.contains("insecure-no-tls"), "values.yaml: the chart never serves plaintext gRPC");
 }
 
 /// The kinds the controller scales through `/scale` (apps' and the two vLLM operators').
